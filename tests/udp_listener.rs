@@ -72,13 +72,16 @@ struct Server {
 
 impl Server {
     fn start(limits: Limits, workers: usize) -> Server {
+        Server::start_on("127.0.0.1:0".parse().unwrap(), limits, workers)
+    }
+
+    fn start_on(addr: SocketAddr, limits: Limits, workers: usize) -> Server {
         let handler = Arc::new(Handler::new(
             Arc::new(ArcSwap::from_pointee(zones())),
             DEFAULT_MAX_UDP_PAYLOAD,
         ));
         let token = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let listeners = spawn_listeners(
             &tokio::runtime::Handle::current(),
             handler,
@@ -328,5 +331,42 @@ async fn responses_and_garbage_are_not_answered() {
     let totals = settled(&server, |t| t.dropped == 2 && t.answered == 1).await;
     assert_eq!(totals.received, 3);
     assert_eq!(totals.answered, 1);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_udp_and_tcp() {
+    let any: SocketAddr = "[::1]:0".parse().unwrap();
+    if std::net::UdpSocket::bind(any).is_err() {
+        eprintln!("no IPv6 loopback; skipping");
+        return;
+    }
+    let server = Server::start_on(any, Limits::default(), 2);
+    let udp_addr = server.listeners.udp_addrs()[0];
+    let tcp_addr = server.listeners.tcp_addrs()[0];
+    assert!(udp_addr.is_ipv6() && udp_addr.port() != 0);
+
+    let sock = UdpSocket::bind(any).await.unwrap();
+    let r = ask_one(
+        &sock,
+        udp_addr,
+        &query(11, &host_name(11), RecordType::A, Some(1232)),
+    )
+    .await;
+    assert_eq!(r.metadata.id, 11);
+    assert_a_answer(&r, 11);
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(tcp_addr).await.unwrap();
+    let wire = query(12, &host_name(12), RecordType::A, None);
+    let mut framed = (wire.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&wire);
+    stream.write_all(&framed).await.unwrap();
+    let len = stream.read_u16().await.unwrap();
+    let mut buf = vec![0u8; usize::from(len)];
+    stream.read_exact(&mut buf).await.unwrap();
+    let r = Message::from_vec(&buf).unwrap();
+    assert_eq!(r.metadata.id, 12);
+    assert_a_answer(&r, 12);
     server.stop().await;
 }
