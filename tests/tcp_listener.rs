@@ -397,3 +397,44 @@ async fn shutdown_closes_connections() {
         "listener closed after shutdown"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_that_does_not_read_is_dropped() {
+    let limits = Limits {
+        tcp_io_timeout: Duration::from_millis(300),
+        tcp_max_in_flight: 4,
+        ..Limits::default()
+    };
+    let server = Server::start(limits);
+    let stream = TcpStream::connect(server.addr()).await.unwrap();
+    let (_rd, mut wr) = stream.into_split();
+    // Pipeline far more ~2 KB answers than socket buffers hold, and never read them.
+    let one = framed(&query(
+        1,
+        "large.example.com.",
+        RecordType::TXT,
+        DNSClass::IN,
+        false,
+    ));
+    let flood = tokio::spawn(async move {
+        let many: Vec<u8> = one
+            .iter()
+            .copied()
+            .cycle()
+            .take(one.len() * 20_000)
+            .collect();
+        let _ = wr.write_all(&many).await; // fails or blocks once the server gives up
+    });
+    let stats = &server.listeners.tcp_stats()[0];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while stats.io_timeouts.load(Ordering::Relaxed) == 0 {
+        assert!(Instant::now() < deadline, "stalled writer never timed out");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The server stopped reading once its bounded queue was full: far fewer queries were
+    // read than sent.
+    let read = stats.queries.load(Ordering::Relaxed);
+    assert!(read < 20_000, "read {read} queries");
+    flood.abort();
+    server.stop().await;
+}
