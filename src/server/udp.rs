@@ -59,7 +59,9 @@ impl UdpWorker {
             handler,
             stats,
             token,
-            requests: vec![vec![0; RECV_BUF_LEN]; batch],
+            // One zeroed allocation each: `vec![buf; n]` would copy the first buffer into
+            // the others and so write every page of them.
+            requests: (0..batch).map(|_| vec![0; RECV_BUF_LEN]).collect(),
             lens: vec![0; batch],
             sources: vec![UNSPECIFIED; batch],
             responses: (0..batch)
