@@ -1,1 +1,135 @@
-//! TODO
+//! From request bytes to response bytes: parse, classify, answer, encode.
+//!
+//! The handler is synchronous on purpose: authoritative answers are a pure function of the
+//! request and the current zone snapshot, so listeners call it inline on their worker (no
+//! task per query, no await). It reads the zone snapshot through an `ArcSwap` (lock-free)
+//! and writes into the caller's own buffer; nothing is shared between concurrent requests.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use hickory_proto::op::{OpCode, ResponseCode};
+use hickory_proto::rr::{DNSClass, RecordType};
+
+use crate::auth::{self, Answer};
+use crate::wire::request::{self, Rejection, Request};
+use crate::wire::response;
+use crate::zone::ZoneSet;
+
+/// Default for [`Handler::new`]'s `max_udp_payload`: the DNS Flag Day 2020 value, which
+/// avoids IP fragmentation on practically every path.
+pub const DEFAULT_MAX_UDP_PAYLOAD: u16 = 1232;
+
+/// Largest response without EDNS, and the floor for any EDNS payload (RFC 1035 §4.2.1,
+/// RFC 6891 §6.2.5).
+const MIN_UDP_PAYLOAD: u16 = 512;
+
+/// How the request arrived; decides the response size limit and what may be asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// What the listener should do after [`Handler::handle`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// `out` holds a complete DNS message to send back.
+    Respond,
+    /// Send nothing (e.g. the packet was a response, or too short to carry a header).
+    Drop,
+}
+
+/// Answers queries from the zone snapshot currently published in `zones`.
+#[derive(Debug)]
+pub struct Handler {
+    zones: Arc<ArcSwap<ZoneSet>>,
+    max_udp_payload: u16,
+}
+
+impl Handler {
+    /// `zones` is shared with whoever publishes new snapshots (reload); `max_udp_payload`
+    /// caps UDP responses (values below 512 are treated as 512).
+    pub fn new(zones: Arc<ArcSwap<ZoneSet>>, max_udp_payload: u16) -> Handler {
+        Handler {
+            zones,
+            max_udp_payload: max_udp_payload.max(MIN_UDP_PAYLOAD),
+        }
+    }
+
+    /// The snapshot cell this handler reads; store a new `ZoneSet` here to publish it.
+    pub fn zones(&self) -> &Arc<ArcSwap<ZoneSet>> {
+        &self.zones
+    }
+
+    /// Handles one DNS message and, when there is something to send, encodes the response
+    /// into `out` (cleared first; the message starts at offset 0, without a TCP length
+    /// prefix).
+    pub fn handle(&self, bytes: &[u8], transport: Transport, out: &mut Vec<u8>) -> Outcome {
+        let req = match request::parse(bytes) {
+            Ok(req) => req,
+            Err(Rejection::Drop) => return Outcome::Drop,
+            Err(rejection) => {
+                return respond_if_nonempty(response::encode_error(&rejection, out));
+            }
+        };
+        let max_size = self.max_size(&req, transport);
+
+        if req.opcode != OpCode::Query {
+            // Only QUERY is served so far (NOTIFY and UPDATE come with transfers);
+            // RFC 1035 §4.1.1 names NOTIMP for unsupported kinds of query.
+            return refuse(&req, ResponseCode::NotImp, max_size, out);
+        }
+        if req.query.query_class() != DNSClass::IN {
+            // Only IN zones are served; like Knot, other classes are REFUSED.
+            return refuse(&req, ResponseCode::Refused, max_size, out);
+        }
+        if matches!(req.query.query_type(), RecordType::AXFR | RecordType::IXFR) {
+            // Zone transfers are never served over UDP (RFC 5936 §4.2: AXFR is TCP only).
+            // Over TCP they are refused too until outgoing transfers are implemented,
+            // which is tracked as its own piece of work.
+            return refuse(&req, ResponseCode::Refused, max_size, out);
+        }
+
+        let zones = self.zones.load();
+        match auth::answer(&req, &zones) {
+            Some(answer) => respond_if_nonempty(response::encode(&req, &answer, max_size, out)),
+            // Not authoritative for the name and no recursion (yet): REFUSED, as Knot does.
+            None => refuse(&req, ResponseCode::Refused, max_size, out),
+        }
+    }
+
+    /// The largest response allowed for `req`: over UDP the requestor's EDNS payload size
+    /// (512 without EDNS, RFC 1035 §4.2.1), capped by ours (RFC 6891 §6.2.5); over TCP the
+    /// 16-bit length prefix is the only limit (RFC 7766 §8).
+    fn max_size(&self, req: &Request, transport: Transport) -> u16 {
+        match transport {
+            Transport::Tcp => u16::MAX,
+            Transport::Udp => req.edns.map_or(MIN_UDP_PAYLOAD, |e| {
+                e.max_payload.max(MIN_UDP_PAYLOAD).min(self.max_udp_payload)
+            }),
+        }
+    }
+}
+
+/// An empty answer carrying only `rcode` (question and OPT are echoed by the encoder).
+/// Built from empty sections, so it allocates nothing.
+fn refuse(req: &Request, rcode: ResponseCode, max_size: u16, out: &mut Vec<u8>) -> Outcome {
+    let answer = Answer {
+        rcode,
+        authoritative: false,
+        answers: Vec::new(),
+        authorities: Vec::new(),
+        additionals: Vec::new(),
+        required_additionals: 0,
+    };
+    respond_if_nonempty(response::encode(req, &answer, max_size, out))
+}
+
+fn respond_if_nonempty(len: usize) -> Outcome {
+    if len == 0 {
+        Outcome::Drop
+    } else {
+        Outcome::Respond
+    }
+}
