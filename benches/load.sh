@@ -148,18 +148,25 @@ EOF
         SCONF[$name]=$dir/knot.conf
         ;;
     muninn)
-        # Muninn's config format (src/config.rs). One latency worker, like Knot's udp-workers.
+        # Muninn's config format (config.toml in the repository root). One query worker like
+        # Knot's udp-workers: 1, one heavy-job thread (zone loading) like background-workers: 1.
         {
             cat <<EOF
 [server]
 listen = ["127.0.0.1:$port"]
+
+[runtime]
 workers = 1
+heavy_workers = 1
+
+[zones]
+directory = ""
 EOF
             for z in "$@"; do
-                printf '\n[[zone]]\norigin = "%s"\nfile = "%s"\n' "${z%%:*}" "${z#*:}"
+                printf '\n[[zones.zone]]\nname = "%s."\nfile = "%s"\n' "${z%%:*}" "${z#*:}"
             done
         } >"$dir/muninn.toml"
-        taskset -c $SERVER_CPU "$MUNINN_BIN" --config "$dir/muninn.toml" --workers 1 \
+        taskset -c $SERVER_CPU "$MUNINN_BIN" serve --config "$dir/muninn.toml" --workers 1 \
             >"$dir/server.log" 2>&1 &
         SCONF[$name]=$dir/muninn.toml
         ;;
