@@ -30,7 +30,10 @@ use muninn::sys::{MAX_BATCH, recv_batch, send_batch};
 use socket2::{Domain, Protocol, Socket, Type};
 
 #[derive(Parser, Debug)]
-#[command(about = "Batched UDP DNS load generator (sendmmsg/recvmmsg)")]
+#[command(
+    about = "Batched UDP DNS load generator (sendmmsg/recvmmsg)",
+    args_override_self = true
+)]
 struct Args {
     /// Server address.
     #[arg(short = 's', long, default_value = "127.0.0.1:53")]
@@ -47,10 +50,10 @@ struct Args {
     /// Number of UDP sockets (source ports); each has its own 16-bit id space.
     #[arg(short = 'c', long, default_value_t = 8)]
     sockets: usize,
-    /// Most queries in flight per socket (also caps fixed-rate mode).
-    /// (8 sockets x 64 is about what dnsperf -q 500 keeps in flight; much more only
-    /// overflows the server's socket buffer.)
-    #[arg(short = 'w', long, default_value_t = 64)]
+    /// Most queries in flight per socket (also caps fixed-rate mode). 8 x 16 = 128 in
+    /// flight saturate one server core; more than ~200 only overflows the server's default
+    /// socket receive buffer and shows up as loss.
+    #[arg(short = 'w', long, default_value_t = 16)]
     window: usize,
     /// Datagrams per sendmmsg/recvmmsg call.
     #[arg(short = 'b', long, default_value_t = 32)]
