@@ -1104,3 +1104,125 @@ fn mutated_packets_never_panic() {
         "all outcomes exercised: {outcomes:?}"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Byte-for-byte comparison with Knot DNS 3.2 (responses captured from knotd serving the
+// same data; compression choices included)
+// ---------------------------------------------------------------------------------------
+
+#[track_caller]
+fn assert_same_as_knot(query: &[u8], ans: &Answer<'_>, knot_hex: &str) {
+    let req = parse(query).unwrap();
+    let mut out = Vec::new();
+    encode(&req, ans, opts().udp_limit(&req), &opts(), &mut out);
+    assert_eq!(hex(&out), knot_hex);
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn set_ttl(mut set: RRset, ttl: u32) -> RRset {
+    set.ttl = ttl;
+    for r in &mut set.records {
+        r.ttl = ttl;
+    }
+    set
+}
+
+#[test]
+fn byte_identical_to_knot() {
+    use hickory_proto::rr::rdata::SOA;
+    let apex_ns = || ns_set("example.", &["ns1.example.", "ns2.example."]);
+    let glue = |owner: &str, last: u8| {
+        rrset(
+            owner,
+            RecordType::A,
+            vec![RData::A(A(Ipv4Addr::new(192, 0, 2, last)))],
+        )
+    };
+
+    // example. NS: answer with two NS, glue for both in additional.
+    let ans = answer(
+        vec![apex_ns()],
+        vec![],
+        vec![glue("ns1.example.", 1), glue("ns2.example.", 2)],
+        0,
+    );
+    let q = cat(&[&header(0x0100, 1, 0, 0, 0), &question("example.", 2, 1)]);
+    assert_same_as_knot(
+        &q,
+        &ans,
+        "123485000001000200000002076578616d706c650000020001c00c0002000100000e100006036e7331c00cc00c0002000100000e100006036e7332c00cc0250001000100000e100004c0000201c0370001000100000e100004c0000202",
+    );
+
+    // NXDOMAIN with the SOA (names in SOA rdata compressed).
+    let soa = SOA::new(
+        name("ns1.example."),
+        name("hostmaster.example."),
+        1,
+        7200,
+        3600,
+        1_209_600,
+        300,
+    );
+    let mut ans = answer(
+        vec![],
+        vec![set_ttl(
+            rrset("example.", RecordType::SOA, vec![RData::SOA(soa)]),
+            300,
+        )],
+        vec![],
+        0,
+    );
+    ans.rcode = ResponseCode::NXDomain;
+    let q = cat(&[&header(0x0100, 1, 0, 0, 0), &question("nx.example.", 1, 1)]);
+    assert_same_as_knot(
+        &q,
+        &ans,
+        "123485030001000000010000026e78076578616d706c650000010001c00f000600010000012c0027036e7331c00f0a686f73746d6173746572c00f0000000100001c2000000e10001275000000012c",
+    );
+
+    // Referral, queried in mixed case with EDNS+DO: owners and rdata names compress
+    // against the question's spelling, case-insensitively.
+    let mut ans = answer(
+        vec![],
+        vec![ns_set(
+            "sub.example.",
+            &["ns.sub.example.", "ns2.sub.example."],
+        )],
+        vec![
+            rrset(
+                "ns.sub.example.",
+                RecordType::A,
+                vec![RData::A(A(Ipv4Addr::new(192, 0, 2, 53)))],
+            ),
+            rrset(
+                "ns2.sub.example.",
+                RecordType::A,
+                vec![RData::A(A(Ipv4Addr::new(192, 0, 2, 54)))],
+            ),
+        ],
+        2,
+    );
+    ans.authoritative = false;
+    let q = cat(&[
+        &header(0x0100, 1, 0, 0, 0),
+        &question("www.sub.example.", 1, 1),
+    ]);
+    assert_same_as_knot(
+        &q,
+        &ans,
+        "1234810000010000000200020377777703737562076578616d706c650000010001c0100002000100000e100005026e73c010c0100002000100000e100006036e7332c010c02d0001000100000e100004c0000235c03e0001000100000e100004c0000236",
+    );
+    let q = cat(&[
+        &header(0x0100, 1, 0, 0, 1),
+        &question("WWW.Sub.EXAMPLE.", 1, 1),
+        &opt_full(&[0], 1232, 0, 0, 0x8000, &[]),
+    ]);
+    assert_same_as_knot(
+        &q,
+        &ans,
+        "1234810000010000000200030357575703537562074558414d504c450000010001c0100002000100000e100005026e73c010c0100002000100000e100006036e7332c010c02d0001000100000e100004c0000235c03e0001000100000e100004c000023600002904d0000080000000",
+    );
+}

@@ -33,14 +33,15 @@
 //!   stay). An additional RRset that does not fit is left out silently, unless it is one
 //!   of the first `required_additionals` (glue, RFC 9471 §3): then TC=1 is set, what fit so
 //!   far is kept (as Knot does) and nothing more is added.
-//! - Name compression is on (RFC 1035 §4.1.4).
+//! - Name compression is on (RFC 1035 §4.1.4), done by [`super::writer::Writer`] without
+//!   allocating; output is byte-identical to Knot 3.2 for the cases in tests/wire_codec.rs.
 
-use hickory_proto::op::{OpCode, Query, ResponseCode};
+use hickory_proto::op::{OpCode, ResponseCode};
 use hickory_proto::rr::RecordType;
-use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 
 use crate::auth::Answer;
 use crate::wire::request::{HEADER_LEN, MIN_EDNS_PAYLOAD, Rejection, Request, RequestEdns};
+use crate::wire::writer::Writer;
 use crate::zone::RRset;
 
 /// Size of an OPT record without options: root owner (1), type, class, TTL, RDLENGTH.
@@ -141,7 +142,6 @@ pub fn encode(
     opts: &EncodeOptions,
     out: &mut Vec<u8>,
 ) -> usize {
-    out.clear();
     let max_size = max_size.max(MIN_EDNS_PAYLOAD);
     let opt_reserve = if req.edns.is_some() { OPT_LEN } else { 0 };
     let mut header = Header {
@@ -155,18 +155,17 @@ pub fn encode(
         counts: [0; 4],
     };
 
-    let mut enc = BinEncoder::new(out);
-    // Reserve room for the OPT record before anything else (RFC 6891 §7).
-    enc.set_max_size(max_size.saturating_sub(opt_reserve as u16));
-    let _ = enc.emit_vec(&[0; HEADER_LEN]);
-    if emit_question(&mut enc, &req.query) {
-        header.counts[0] = 1;
-    }
-    let after_question = enc.offset();
+    let mut w = Writer::new(out);
+    // Room for the OPT record is reserved before anything else (RFC 6891 §7).
+    let limit = usize::from(max_size) - opt_reserve;
+    // The question always fits: 12 + 255 + 4 + 11 < 512.
+    w.put_query(&req.query);
+    header.counts[0] = 1;
+    let after_question = w.offset();
 
     'sections: for (count, rrsets) in [(1, &answer.answers), (2, &answer.authorities)] {
         for rrset in rrsets.iter() {
-            match emit_rrset(&mut enc, rrset) {
+            match put_rrset(&mut w, rrset, limit) {
                 Some(n) => header.counts[count] = header.counts[count].saturating_add(n),
                 None => {
                     header.truncated = true;
@@ -178,13 +177,12 @@ pub fn encode(
     if header.truncated {
         // RFC 2181 §9 allows dropping what was already there; Knot sends only the question
         // (and OPT), which tells the client plainly to retry over TCP.
-        enc.set_offset(after_question);
-        enc.trim();
+        w.truncate(after_question);
         header.counts[1] = 0;
         header.counts[2] = 0;
     } else {
         for (index, rrset) in answer.additionals.iter().enumerate() {
-            match emit_rrset(&mut enc, rrset) {
+            match put_rrset(&mut w, rrset, limit) {
                 Some(n) => header.counts[3] = header.counts[3].saturating_add(n),
                 // RFC 9471 §3: missing required glue must be signalled with TC=1.
                 None if index < answer.required_additionals => {
@@ -198,13 +196,11 @@ pub fn encode(
     }
 
     if let Some(edns) = req.edns {
-        enc.set_max_size(max_size);
-        if emit_opt(&mut enc, answer.rcode, edns, opts) {
-            header.counts[3] = header.counts[3].saturating_add(1);
-        }
+        put_opt(&mut w, answer.rcode, edns, opts);
+        header.counts[3] = header.counts[3].saturating_add(1);
     }
-    finish(enc);
-    write_header(out, &header)
+    w.set_header(&header.to_bytes());
+    w.offset()
 }
 
 /// Encodes an error response (FORMERR, NOTIMP, REFUSED, BADVERS, ...) for a rejected packet
@@ -214,7 +210,6 @@ pub fn encode(
 /// The question is echoed when it parsed; an OPT record is added when the request had a
 /// valid one (RFC 6891 §7), carrying the upper rcode bits (BADVERS, RFC 6891 §6.1.3).
 pub fn encode_error(rejection: &Rejection, opts: &EncodeOptions, out: &mut Vec<u8>) -> usize {
-    out.clear();
     let Rejection::Error {
         id,
         opcode,
@@ -224,6 +219,7 @@ pub fn encode_error(rejection: &Rejection, opts: &EncodeOptions, out: &mut Vec<u
         edns,
     } = rejection
     else {
+        out.clear();
         return 0;
     };
     let mut header = Header {
@@ -236,45 +232,31 @@ pub fn encode_error(rejection: &Rejection, opts: &EncodeOptions, out: &mut Vec<u
         rcode: *rcode,
         counts: [0; 4],
     };
-    let mut enc = BinEncoder::new(out);
-    let _ = enc.emit_vec(&[0; HEADER_LEN]);
-    if let Some(query) = query
-        && emit_question(&mut enc, query)
-    {
+    let mut w = Writer::new(out);
+    if let Some(query) = query {
+        w.put_query(query);
         header.counts[0] = 1;
     }
-    if let Some(edns) = edns
-        && emit_opt(&mut enc, *rcode, *edns, opts)
-    {
+    if let Some(edns) = edns {
+        put_opt(&mut w, *rcode, *edns, opts);
         header.counts[3] = 1;
     }
-    finish(enc);
-    write_header(out, &header)
+    w.set_header(&header.to_bytes());
+    w.offset()
 }
 
-/// Writes the question; on failure (cannot happen within 512 bytes) leaves nothing behind.
-fn emit_question(enc: &mut BinEncoder<'_>, query: &Query) -> bool {
-    let mark = enc.offset();
-    if query.emit(enc).is_ok() {
-        return true;
-    }
-    enc.set_offset(mark);
-    enc.trim();
-    false
-}
-
-/// Writes every record of `rrset`, or none of them: returns the record count, or `None`
-/// (with the encoder rolled back, compression pointers included) when it does not fit.
-fn emit_rrset(enc: &mut BinEncoder<'_>, rrset: &RRset) -> Option<u16> {
-    let mark = enc.offset();
+/// Writes every record of `rrset` within `limit` bytes, or none of them: returns the
+/// record count, or `None` (with the message and compression targets rolled back) when it
+/// does not fit.
+fn put_rrset(w: &mut Writer<'_>, rrset: &RRset, limit: usize) -> Option<u16> {
+    let mark = w.offset();
     let mut written: u16 = 0;
     for record in &rrset.records {
-        let fits = record.emit(enc).is_ok();
+        let fits = w.put_record(record).is_ok() && w.offset() <= limit;
         match written.checked_add(1) {
             Some(n) if fits => written = n,
             _ => {
-                enc.set_offset(mark);
-                enc.trim();
+                w.truncate(mark);
                 return None;
             }
         }
@@ -284,38 +266,11 @@ fn emit_rrset(enc: &mut BinEncoder<'_>, rrset: &RRset) -> Option<u16> {
 
 /// Writes our OPT record (RFC 6891 §6.1.2, §6.1.3): root owner, our payload size, the
 /// upper 8 bits of the 12-bit rcode, version 0, DO echoed (RFC 3225 §3), no options.
-fn emit_opt(
-    enc: &mut BinEncoder<'_>,
-    rcode: ResponseCode,
-    edns: RequestEdns,
-    opts: &EncodeOptions,
-) -> bool {
-    let mark = enc.offset();
+fn put_opt(w: &mut Writer<'_>, rcode: ResponseCode, edns: RequestEdns, opts: &EncodeOptions) {
     let flags: u16 = if edns.dnssec_ok { 0x8000 } else { 0 };
-    let ttl = u32::from_be_bytes([rcode.high(), 0, 0, 0]) | u32::from(flags);
-    let result = enc
-        .emit(0)
-        .and_then(|()| enc.emit_u16(u16::from(RecordType::OPT)))
-        .and_then(|()| enc.emit_u16(opts.advertised_payload()))
-        .and_then(|()| enc.emit_u32(ttl))
-        .and_then(|()| enc.emit_u16(0));
-    if result.is_ok() {
-        return true;
-    }
-    enc.set_offset(mark);
-    enc.trim();
-    false
-}
-
-/// Cuts the buffer at the encoder's offset (a rolled-back write may have left bytes past it).
-fn finish(mut enc: BinEncoder<'_>) {
-    enc.trim();
-}
-
-/// Writes the final header over the placeholder and returns the message length.
-fn write_header(out: &mut [u8], header: &Header) -> usize {
-    if let Some(slot) = out.get_mut(..HEADER_LEN) {
-        slot.copy_from_slice(&header.to_bytes());
-    }
-    out.len()
+    w.put_u8(0);
+    w.put_u16(u16::from(RecordType::OPT));
+    w.put_u16(opts.advertised_payload());
+    w.put_u32(u32::from_be_bytes([rcode.high(), 0, 0, 0]) | u32::from(flags));
+    w.put_u16(0);
 }
