@@ -80,9 +80,10 @@ impl Handler {
             return self.refuse(&req, ResponseCode::Refused, max_size, out);
         }
         if matches!(req.query.query_type(), RecordType::AXFR | RecordType::IXFR) {
-            // Zone transfers are never served over UDP (RFC 5936 §4.2: AXFR is TCP only).
-            // Over TCP they are refused too until outgoing transfers are implemented,
-            // which is tracked as its own piece of work.
+            // AXFR over UDP is not defined (RFC 5936 §4.2), and IXFR over UDP (allowed by
+            // RFC 1995 §2) is not offered: both are REFUSED over UDP. Over TCP they are
+            // refused too until outgoing transfers exist (a separate piece of work); Knot
+            // without a transfer ACL also refuses (NOTAUTH).
             return self.refuse(&req, ResponseCode::Refused, max_size, out);
         }
 
