@@ -190,6 +190,7 @@ pub struct Zone {
 
 /// Inserts `wire` (and any missing ancestor down from the apex) and returns its index.
 /// Ancestors are always created before descendants, so a parent's index is smaller.
+#[allow(clippy::result_large_err)] // build time only; the error names the bad record
 fn ensure_node(
     index: &mut NameMap<u32>,
     nodes: &mut Vec<Node>,
@@ -234,10 +235,10 @@ fn ensure_node(
             ..Node::default()
         });
         // RFC 4592 §2.1.1: a wildcard is a name whose first label is `*`.
-        if w.get(..2) == Some(&[1u8, b'*'][..]) {
-            if let Some(p) = nodes.get_mut(parent as usize) {
-                p.wildcard = idx;
-            }
+        if w.get(..2) == Some(&[1u8, b'*'][..])
+            && let Some(p) = nodes.get_mut(parent as usize)
+        {
+            p.wildcard = idx;
         }
         index.insert(w.into(), idx);
         parent = idx;
@@ -262,6 +263,7 @@ impl Zone {
     /// file loader; this only refuses what would make the zone unservable. Besides
     /// grouping, it precomputes what answering needs: zone cuts and occlusion, wildcard
     /// children, CNAME/DNAME flags, and the additional-section data of NS/MX/SRV RRsets.
+    #[allow(clippy::result_large_err)] // shared signature; build time only
     pub fn build(origin: Name, records: Vec<Record>) -> Result<Zone, BuildError> {
         let origin_lower = LowerName::new(&origin);
         let origin_wire: Box<[u8]> = lower_wire(&origin)
