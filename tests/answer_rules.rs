@@ -1011,3 +1011,71 @@ fn nested_cut_uses_topmost() {
         ["d.example.com. 60 NS ns.d.example.com."]
     );
 }
+
+/// Build and lookup speed on a large zone; run with
+/// `cargo test --release --test answer_rules -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn large_zone_timing() {
+    use std::net::Ipv4Addr;
+    use std::time::Instant;
+
+    use hickory_proto::rr::rdata::{A, NS, SOA};
+
+    let origin = name("example.com.");
+    let n = 1_000_000u32;
+    let mut records = vec![
+        Record::from_rdata(
+            origin.clone(),
+            3600,
+            RData::SOA(SOA::new(name("ns."), name("h."), 1, 2, 3, 4, 5)),
+        ),
+        Record::from_rdata(
+            origin.clone(),
+            3600,
+            RData::NS(NS(name("ns1.example.com."))),
+        ),
+    ];
+    for i in 0..n {
+        let owner = name(&format!("host{i}.example.com."));
+        if i % 10 == 0 {
+            records.push(Record::from_rdata(
+                owner.clone(),
+                3600,
+                RData::NS(NS(name(&format!("ns.host{i}.example.com.")))),
+            ));
+            records.push(Record::from_rdata(
+                name(&format!("ns.host{i}.example.com.")),
+                3600,
+                RData::A(A(Ipv4Addr::from(i))),
+            ));
+        } else {
+            records.push(Record::from_rdata(
+                owner,
+                3600,
+                RData::A(A(Ipv4Addr::from(i))),
+            ));
+        }
+    }
+    let t = Instant::now();
+    let zone = Zone::build(origin, records).unwrap();
+    println!("build {} names: {:?}", zone.name_count(), t.elapsed());
+    let mut zs = ZoneSet::new();
+    zs.insert(Arc::new(zone));
+    for (q, t) in [
+        ("host7.example.com.", RecordType::A),
+        ("nope.example.com.", RecordType::A),
+        ("www.host10.example.com.", RecordType::A),
+        ("host7.example.com.", RecordType::TXT),
+    ] {
+        let req = request(q, t);
+        let iters = 1_000_000;
+        let start = Instant::now();
+        let mut sink = 0usize;
+        for _ in 0..iters {
+            let a = answer(std::hint::black_box(&req), &zs).unwrap();
+            sink += a.answers.len() + a.authorities.len();
+        }
+        println!("{q} {t}: {:?}/query ({sink})", start.elapsed() / iters);
+    }
+}

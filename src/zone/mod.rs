@@ -269,8 +269,11 @@ impl Zone {
         let origin_wire: Box<[u8]> = lower_wire(&origin)
             .ok_or_else(|| BuildError::BadName(origin.clone()))?
             .into();
-        let mut index: NameMap<u32> = NameMap::default();
-        let mut nodes: Vec<Node> = Vec::new();
+        // Most zones have about one RRset per name: size for that up front so the big
+        // tables are not regrown (and rehashed) while loading millions of names.
+        let mut index: NameMap<u32> =
+            NameMap::with_capacity_and_hasher(records.len(), BuildHasherDefault::default());
+        let mut nodes: Vec<Node> = Vec::with_capacity(records.len());
         nodes.push(Node {
             name: origin_lower.clone(),
             ..Node::default()
@@ -368,6 +371,7 @@ impl Zone {
             r.ttl = negative_soa.ttl;
         }
 
+        nodes.shrink_to_fit();
         let mut zone = Zone {
             origin,
             origin_lower,
