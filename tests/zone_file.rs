@@ -578,3 +578,28 @@ fn knot_reads_the_realistic_zone_identically() {
     assert_eq!(ours.len(), 31);
     assert_eq!(ours, knot);
 }
+
+/// Load-speed measurement: `MUNINN_BENCH_ZONE=/path/zone cargo test --release --test
+/// zone_file bench_load -- --ignored --nocapture` (origin example.com.).
+#[test]
+#[ignore]
+fn bench_load() {
+    let Ok(path) = std::env::var("MUNINN_BENCH_ZONE") else {
+        eprintln!("SKIP: set MUNINN_BENCH_ZONE");
+        return;
+    };
+    let path = PathBuf::from(path);
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_writer(std::io::stderr)
+        .try_init();
+    let t = Instant::now();
+    let zone = load_zone(&path, &origin(), path.parent().unwrap()).unwrap();
+    let dt = t.elapsed().as_secs_f64();
+    let n = zone.record_count();
+    eprintln!(
+        "loaded {n} records, {} names in {dt:.3} s = {:.0} records/s",
+        zone.name_count(),
+        n as f64 / dt
+    );
+}

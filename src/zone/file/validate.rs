@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use hickory_proto::rr::{LowerName, Name, Record, RecordType};
+use hickory_proto::rr::{Name, Record, RecordType};
 
 /// FxHash-style hasher: the keys are zone-file names, not attacker-chosen query input,
 /// and SipHash would cost more than the rest of the check on a million-name zone.
@@ -69,15 +69,39 @@ fn cname_compatible(t: RecordType) -> bool {
     matches!(t, RecordType::CNAME | RecordType::RRSIG | RecordType::NSEC)
 }
 
+/// The parent of a lower-cased wire-form name (None for the root).
+fn parent(name: &[u8]) -> Option<&[u8]> {
+    let len = usize::from(*name.first()?);
+    if len == 0 {
+        return None;
+    }
+    name.get(1 + len..)
+}
+
+fn wire_lower(name: &Name) -> Vec<u8> {
+    let mut w = Vec::with_capacity(name.len() + 1);
+    for label in name.iter() {
+        w.push(label.len() as u8); // labels are <= 63 octets
+        w.extend(label.iter().map(u8::to_ascii_lowercase));
+    }
+    w.push(0);
+    w
+}
+
 /// Problems found, as (record index or None for the whole zone, message), in record order.
-pub(super) fn validate(origin: &Name, records: &[Record]) -> Vec<(Option<usize>, String)> {
+/// `keys[i]` is the lower-cased wire form of `records[i]`'s owner.
+pub(super) fn validate(
+    origin: &Name,
+    records: &[Record],
+    keys: &[&[u8]],
+) -> Vec<(Option<usize>, String)> {
     let mut errors: Vec<(Option<usize>, String)> = Vec::new();
-    let apex = LowerName::new(origin);
-    let mut nodes: FxMap<LowerName, NodeInfo> = FxMap::default();
+    let apex_key = wire_lower(origin);
+    let apex: &[u8] = &apex_key;
+    let mut nodes: FxMap<&[u8], NodeInfo> = FxMap::default();
     nodes.reserve(records.len());
-    for (i, r) in records.iter().enumerate() {
+    for (i, (r, &key)) in records.iter().zip(keys).enumerate() {
         let idx = u32::try_from(i).unwrap_or(NONE - 1);
-        let key = LowerName::new(&r.name);
         let is_apex = key == apex;
         let node = nodes.entry(key).or_default();
         let rtype = r.record_type();
@@ -146,68 +170,75 @@ pub(super) fn validate(origin: &Name, records: &[Record]) -> Vec<(Option<usize>,
     }
 
     // Zone cuts (NS below the apex) and DNAME owners: what lies beneath them.
-    let mut cuts: FxMap<LowerName, (bool, u32)> = FxMap::default();
-    for (name, n) in &nodes {
-        if *name == apex {
-            if n.dname != NONE {
-                cuts.insert(name.clone(), (false, n.dname));
-            }
-            continue;
-        }
-        if n.ns != NONE {
-            cuts.insert(name.clone(), (true, n.ns));
+    // Value: true for a delegation, false for a DNAME.
+    let mut cuts: FxMap<&[u8], bool> = FxMap::default();
+    for (&name, n) in &nodes {
+        if name != apex && n.ns != NONE {
+            cuts.insert(name, true);
         } else if n.dname != NONE {
-            cuts.insert(name.clone(), (false, n.dname));
+            cuts.insert(name, false);
         }
     }
     if !cuts.is_empty() {
-        let apex_labels = apex.num_labels();
-        for (i, r) in records.iter().enumerate() {
+        for (i, (r, &key)) in records.iter().zip(keys).enumerate() {
             let rtype = r.record_type();
-            let name = LowerName::new(&r.name);
             let glue = matches!(rtype, RecordType::A | RecordType::AAAA);
-            if let Some(&(true, _)) = cuts.get(&name) {
+            if cuts.get(key) == Some(&true)
                 // RFC 1034 §4.2.1: at a delegation only NS, DS (RFC 4035 §2.4) and glue.
-                if !glue
-                    && !matches!(
-                        rtype,
-                        RecordType::NS | RecordType::DS | RecordType::RRSIG | RecordType::NSEC
-                    )
-                {
-                    errors.push((
-                        Some(i),
-                        format!(
-                            "{rtype} record at delegation point {} (only NS, DS and glue allowed)",
-                            r.name
-                        ),
-                    ));
-                }
+                && !glue
+                && !matches!(
+                    rtype,
+                    RecordType::NS | RecordType::DS | RecordType::RRSIG | RecordType::NSEC
+                )
+            {
+                errors.push((
+                    Some(i),
+                    format!(
+                        "{rtype} record at delegation point {} (only NS, DS and glue allowed)",
+                        r.name
+                    ),
+                ));
             }
-            let mut parent = name;
-            while parent.num_labels() > apex_labels {
-                parent = parent.base_name();
-                match cuts.get(&parent) {
-                    Some(&(true, _)) => {
+            if key == apex {
+                continue;
+            }
+            let mut ancestor = key;
+            let mut depth = 0usize;
+            while let Some(p) = parent(ancestor) {
+                ancestor = p;
+                depth += 1;
+                match cuts.get(ancestor) {
+                    Some(true) => {
                         if !glue {
                             errors.push((
                                 Some(i),
                                 format!(
-                                    "{rtype} record {} is below delegation point {parent} (only glue A/AAAA allowed)",
-                                    r.name
+                                    "{rtype} record {} is below delegation point {} (only glue A/AAAA allowed)",
+                                    r.name,
+                                    r.name.trim_to(r.name.num_labels().saturating_sub(depth as u8) as usize)
                                 ),
                             ));
                         }
                         break;
                     }
-                    Some(&(false, _)) => {
+                    Some(false) => {
                         // RFC 6672 §2.4: a DNAME owner must not have descendants.
                         errors.push((
                             Some(i),
-                            format!("{rtype} record {} is below the DNAME at {parent}", r.name),
+                            format!(
+                                "{rtype} record {} is below the DNAME at {}",
+                                r.name,
+                                r.name.trim_to(
+                                    r.name.num_labels().saturating_sub(depth as u8) as usize
+                                )
+                            ),
                         ));
                         break;
                     }
                     None => {}
+                }
+                if ancestor == apex {
+                    break;
                 }
             }
         }
