@@ -477,8 +477,8 @@ fn send(addr: SocketAddr, c: &Case) -> Got {
     }
 }
 
-/// Checks `got` against `expect`; `Err` describes the problem.
-fn check(expect: &Expect, got: &Got) -> Result<(), String> {
+/// Checks `got` against `expect` (`id` = the id the packet carried); `Err` describes the problem.
+fn check(expect: &Expect, id: Option<&[u8]>, got: &Got) -> Result<(), String> {
     let allowed = match (expect, got) {
         (Expect::Silence | Expect::SilenceOr(_), Got::Silence) => return Ok(()),
         (Expect::Answer, Got::Silence) => return Err("expected an answer, got silence".into()),
@@ -498,7 +498,7 @@ fn check(expect: &Expect, got: &Got) -> Result<(), String> {
     let Got::Answer(bytes) = got else {
         unreachable!()
     };
-    if bytes.get(..2) != Some(&ID.to_be_bytes()[..]) {
+    if bytes.get(..2) != id {
         return Err(format!("id not echoed: {}", describe(bytes)));
     }
     let msg = Message::from_vec(bytes)
@@ -584,7 +584,11 @@ fn run(server: &mut common::Server, knot: bool) -> Vec<String> {
             _ => &c.expect,
         };
         let got = send(server.addr, &c);
-        if let Err(e) = check(expect, &got) {
+        let message = match c.transport {
+            Transport::TcpRaw => c.packet.get(2..).unwrap_or_default(),
+            Transport::Udp | Transport::Tcp => &c.packet,
+        };
+        if let Err(e) = check(expect, message.get(..2), &got) {
             failures.push(format!(
                 "{} [{:?}] packet {}: {e}",
                 c.name,
