@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 
 use common::{QueryOpts, hex, mix_case};
 use hickory_proto::op::{Message, ResponseCode};
-use hickory_proto::rr::RecordType;
+use hickory_proto::rr::{DNSClass, RecordType};
 
 // ---------------------------------------------------------------------------------------------
 // Query set
@@ -201,6 +201,58 @@ fn cases() -> Vec<Case> {
                 rtype,
                 opts,
             });
+        }
+    }
+    // Other classes (RFC 1035 3.2.4/3.2.5): CHAOS identity names (disabled in Knot's config,
+    // RFC 4892), a served name in CH, and QCLASS ANY.
+    for (name, rtype, class) in [
+        ("version.bind.", RecordType::TXT, DNSClass::CH),
+        ("id.server.", RecordType::TXT, DNSClass::CH),
+        ("hostname.bind.", RecordType::TXT, DNSClass::CH),
+        ("www.example.com.", RecordType::A, DNSClass::CH),
+        ("www.example.com.", RecordType::A, DNSClass::ANY),
+        ("nonexistent.example.com.", RecordType::A, DNSClass::ANY),
+        ("www.example.com.", RecordType::A, DNSClass::Unknown(4711)),
+    ] {
+        for tcp in [false, true] {
+            let opts = QueryOpts {
+                id: u16::try_from(cases.len()).unwrap(),
+                tcp,
+                edns: tcp,
+                class,
+                ..QueryOpts::default()
+            };
+            cases.push(Case {
+                name: name.to_string(),
+                rtype,
+                opts,
+            });
+        }
+    }
+    // Types absent from every node: DNSSEC types of an unsigned zone, unknown types
+    // (RFC 3597), obsolete and rare types; all NODATA (or NXDOMAIN / referral by name).
+    for name in [
+        "example.com.",
+        "www.example.com.",
+        "nonexistent.example.com.",
+        "child.example.com.",
+        "host.deleg.example.com.",
+        "foo.wild.example.com.",
+        "x.wcname.example.com.",
+    ] {
+        for rtype in [
+            RecordType::RRSIG,
+            RecordType::NSEC,
+            RecordType::NSEC3PARAM,
+            RecordType::DNSKEY,
+            RecordType::NULL,
+            RecordType::Unknown(65280),
+            RecordType::PTR,
+            RecordType::CAA,
+            RecordType::SRV,
+        ] {
+            let (name, opts) = rotated(cases.len(), name);
+            cases.push(Case { name, rtype, opts });
         }
     }
     // Header bits and DO on a plain positive answer and on a referral.

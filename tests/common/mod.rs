@@ -11,6 +11,7 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -82,12 +83,16 @@ impl Drop for TempDir {
     }
 }
 
-/// A loopback port that is currently free for both UDP and TCP.
+/// A loopback port that is currently free for both UDP and TCP, and not handed out before in
+/// this test process (parallel tests must not get the same port between probe and bind).
 pub fn free_port() -> u16 {
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
     for _ in 0..100 {
         let udp = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
         let port = udp.local_addr().expect("local addr").port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
             return port;
         }
     }
@@ -240,12 +245,13 @@ pub fn start_knot() -> Option<Server> {
     panic!("knotd failed to start: {last_err}");
 }
 
-/// Knot configuration: plain authoritative answers only (no DNSSEC signing, no NSID, no
-/// cookies, no journal), one worker, zones straight from tests/zones.
+/// Knot configuration: plain authoritative answers only (no DNSSEC signing, no NSID, no CHAOS
+/// identity/version answers, no cookies, no journal), one worker, zones from tests/zones.
 fn knot_config(dir: &Path, port: u16) -> String {
     let mut conf = format!(
         "server:\n    rundir: {run}\n    listen: 127.0.0.1@{port}\n    udp-workers: 1\n    \
-         tcp-workers: 1\n    background-workers: 1\n    udp-max-payload: 1232\n\
+         tcp-workers: 1\n    background-workers: 1\n    udp-max-payload: 1232\n    \
+         identity: \"\"\n    version: \"\"\n    nsid: \"\"\n\
          database:\n    storage: {storage}\n\
          log:\n  - target: stderr\n    any: info\n\
          template:\n  - id: default\n    storage: {zones}\n    semantic-checks: on\n    \
