@@ -375,6 +375,46 @@ fn cases() -> Vec<Case> {
             query_with(0, 252),
             Expect::Rcode(&[Refused, NotImp]),
         ),
+        // --- Odd but well-formed queries: answered normally.
+        case("TC=1 in the query", query_with(0x0200, 1), Expect::Answer),
+        case(
+            "Z bit set in the query",
+            query_with(0x0040, 1),
+            Expect::Answer,
+        ),
+        case(
+            "RCODE=5 in the query",
+            query_with(0x0005, 1),
+            Expect::Answer,
+        ),
+        case(
+            "OPT payload 0 (treated as 512)",
+            cat(&[&hdr1_ar(1), &www, &{
+                let mut o = opt();
+                o[3] = 0;
+                o[4] = 0;
+                o
+            }]),
+            Expect::Answer,
+        ),
+        case(
+            "unknown EDNS option",
+            cat(&[
+                &hdr1_ar(1),
+                &www,
+                &opt_with(&[0], 0, &[0xfd, 0xe9, 0, 2, 0xab, 0xcd]),
+            ]),
+            Expect::Answer,
+        ),
+        case(
+            "A record in the answer section",
+            cat(&[
+                &header(0, 1, 1, 0, 0),
+                &www,
+                &[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 1, 2, 3, 4],
+            ]),
+            Expect::Answer,
+        ),
         // --- Random garbage: anything but a crash; an answer must be FORMERR with the id.
         case(
             "garbage 1",
