@@ -171,9 +171,12 @@ fn cases() -> Vec<Case> {
     }
     // Truncation matrix: every size-sensitive answer with every transport/EDNS combination
     // (RFC 1035 4.2.1 512-octet limit, RFC 6891 6.2.5 payload, RFC 2181 9 TC).
-    let transports: [(bool, bool, u16); 6] = [
+    // Payload 100 must be treated as 512 (RFC 6891 6.2.5).
+    let transports: [(bool, bool, u16); 8] = [
         (false, false, 0),
+        (false, true, 100),
         (false, true, 512),
+        (false, true, 700),
         (false, true, 1232),
         (false, true, 4096),
         (true, false, 0),
