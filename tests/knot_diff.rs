@@ -754,6 +754,29 @@ fn comparison_detects_altered_answers() {
     );
 }
 
+/// The harness guard stops the server process when dropped, also when the test panics.
+#[test]
+fn server_guard_stops_process() {
+    let Some(knot) = common::start_knot() else {
+        return;
+    };
+    let pid = knot.pid();
+    let proc_dir = std::path::PathBuf::from(format!("/proc/{pid}"));
+    assert!(proc_dir.exists());
+    let caught = std::panic::catch_unwind(move || {
+        let _guard = knot;
+        panic!("test failure while the server runs");
+    });
+    assert!(caught.is_err());
+    // Reaped by the guard: the PID no longer exists (or was reused by an unrelated process).
+    let comm = std::fs::read_to_string(proc_dir.join("comm")).unwrap_or_default();
+    assert_ne!(
+        comm.trim(),
+        "knotd",
+        "knotd {pid} still running after the guard dropped"
+    );
+}
+
 /// The real comparison: Muninn against knotd on every query of the set.
 #[test]
 fn muninn_matches_knot() {

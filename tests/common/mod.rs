@@ -118,6 +118,11 @@ impl Server {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The process id (for checks that the guard really stops it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Panics (with the server log) if the process has exited.
     pub fn assert_alive(&mut self) {
         if let Ok(Some(status)) = self.child.try_wait() {
