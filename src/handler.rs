@@ -13,16 +13,11 @@ use hickory_proto::rr::{DNSClass, RecordType};
 
 use crate::auth::{self, Answer};
 use crate::wire::request::{self, Rejection, Request};
-use crate::wire::response;
+use crate::wire::response::{self, EncodeOptions};
 use crate::zone::ZoneSet;
 
-/// Default for [`Handler::new`]'s `max_udp_payload`: the DNS Flag Day 2020 value, which
-/// avoids IP fragmentation on practically every path.
-pub const DEFAULT_MAX_UDP_PAYLOAD: u16 = 1232;
-
-/// Largest response without EDNS, and the floor for any EDNS payload (RFC 1035 §4.2.1,
-/// RFC 6891 §6.2.5).
-const MIN_UDP_PAYLOAD: u16 = 512;
+/// Default for [`Handler::new`]'s `max_udp_payload` (1232, the DNS Flag Day 2020 value).
+pub use crate::wire::response::DEFAULT_MAX_UDP_PAYLOAD;
 
 /// How the request arrived; decides the response size limit and what may be asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,7 +39,7 @@ pub enum Outcome {
 #[derive(Debug)]
 pub struct Handler {
     zones: Arc<ArcSwap<ZoneSet>>,
-    max_udp_payload: u16,
+    opts: EncodeOptions,
 }
 
 impl Handler {
@@ -53,7 +48,7 @@ impl Handler {
     pub fn new(zones: Arc<ArcSwap<ZoneSet>>, max_udp_payload: u16) -> Handler {
         Handler {
             zones,
-            max_udp_payload: max_udp_payload.max(MIN_UDP_PAYLOAD),
+            opts: EncodeOptions { max_udp_payload },
         }
     }
 
@@ -70,7 +65,7 @@ impl Handler {
             Ok(req) => req,
             Err(Rejection::Drop) => return Outcome::Drop,
             Err(rejection) => {
-                return respond_if_nonempty(response::encode_error(&rejection, out));
+                return respond_if_nonempty(response::encode_error(&rejection, &self.opts, out));
             }
         };
         let max_size = self.max_size(&req, transport);
@@ -78,24 +73,30 @@ impl Handler {
         if req.opcode != OpCode::Query {
             // Only QUERY is served so far (NOTIFY and UPDATE come with transfers);
             // RFC 1035 §4.1.1 names NOTIMP for unsupported kinds of query.
-            return refuse(&req, ResponseCode::NotImp, max_size, out);
+            return self.refuse(&req, ResponseCode::NotImp, max_size, out);
         }
-        if req.query.query_class() != DNSClass::IN {
+        let class = req.query.query_class();
+        // QCLASS `*` matches every class (RFC 1035 §3.2.5); we only serve IN, so it is answered
+        // from IN data, as Knot does.
+        if class != DNSClass::IN && class != DNSClass::ANY {
             // Only IN zones are served; like Knot, other classes are REFUSED.
-            return refuse(&req, ResponseCode::Refused, max_size, out);
+            return self.refuse(&req, ResponseCode::Refused, max_size, out);
         }
         if matches!(req.query.query_type(), RecordType::AXFR | RecordType::IXFR) {
-            // Zone transfers are never served over UDP (RFC 5936 §4.2: AXFR is TCP only).
-            // Over TCP they are refused too until outgoing transfers are implemented,
-            // which is tracked as its own piece of work.
-            return refuse(&req, ResponseCode::Refused, max_size, out);
+            // AXFR over UDP is not defined (RFC 5936 §4.2), and IXFR over UDP (allowed by
+            // RFC 1995 §2) is not offered: both are REFUSED over UDP. Over TCP they are
+            // refused too until outgoing transfers exist (a separate piece of work); Knot
+            // without a transfer ACL also refuses (NOTAUTH).
+            return self.refuse(&req, ResponseCode::Refused, max_size, out);
         }
 
         let zones = self.zones.load();
         match auth::answer(&req, &zones) {
-            Some(answer) => respond_if_nonempty(response::encode(&req, &answer, max_size, out)),
+            Some(answer) => {
+                respond_if_nonempty(response::encode(&req, &answer, max_size, &self.opts, out))
+            }
             // Not authoritative for the name and no recursion (yet): REFUSED, as Knot does.
-            None => refuse(&req, ResponseCode::Refused, max_size, out),
+            None => self.refuse(&req, ResponseCode::Refused, max_size, out),
         }
     }
 
@@ -105,25 +106,29 @@ impl Handler {
     fn max_size(&self, req: &Request, transport: Transport) -> u16 {
         match transport {
             Transport::Tcp => u16::MAX,
-            Transport::Udp => req.edns.map_or(MIN_UDP_PAYLOAD, |e| {
-                e.max_payload.max(MIN_UDP_PAYLOAD).min(self.max_udp_payload)
-            }),
+            Transport::Udp => self.opts.udp_limit(req),
         }
     }
-}
 
-/// An empty answer carrying only `rcode` (question and OPT are echoed by the encoder).
-/// Built from empty sections, so it allocates nothing.
-fn refuse(req: &Request, rcode: ResponseCode, max_size: u16, out: &mut Vec<u8>) -> Outcome {
-    let answer = Answer {
-        rcode,
-        authoritative: false,
-        answers: Vec::new(),
-        authorities: Vec::new(),
-        additionals: Vec::new(),
-        required_additionals: 0,
-    };
-    respond_if_nonempty(response::encode(req, &answer, max_size, out))
+    /// An empty answer carrying only `rcode` (question and OPT are echoed by the encoder).
+    /// Built from empty sections, so unlike an error response it clones nothing.
+    fn refuse(
+        &self,
+        req: &Request,
+        rcode: ResponseCode,
+        max_size: u16,
+        out: &mut Vec<u8>,
+    ) -> Outcome {
+        let answer = Answer {
+            rcode,
+            authoritative: false,
+            answers: Vec::new(),
+            authorities: Vec::new(),
+            additionals: Vec::new(),
+            required_additionals: 0,
+        };
+        respond_if_nonempty(response::encode(req, &answer, max_size, &self.opts, out))
+    }
 }
 
 fn respond_if_nonempty(len: usize) -> Outcome {
