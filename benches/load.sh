@@ -14,7 +14,8 @@
 #
 # Environment: DURATION (s per run, 8), ROUNDS (2), SERVERS ("knot muninn"), NAMES (100000),
 # BIG_NAMES (1000000), SMALL_NAMES (1000), RELOAD_DURATION (20), RELOAD_AT (6),
-# FOREIGN_MAX (% of one CPU, 10), DNSPERF_ARGS ("-c 8 -q 128"), LOADGEN_ARGS ("-c 8 -w 16"),
+# FOREIGN_MAX (% of one CPU, 10), QUIET_WAIT (s to wait for a quiet machine before each run, 15),
+# DNSPERF_ARGS ("-c 8 -q 128"), LOADGEN_ARGS ("-c 8 -w 16"),
 # MUNINN_BIN / LOADGEN_BIN (skip the cargo build), KEEP=1 (keep the work directory).
 set -euo pipefail
 
@@ -42,6 +43,7 @@ SMALL_NAMES=${SMALL_NAMES:-1000}
 RELOAD_DURATION=${RELOAD_DURATION:-20}
 RELOAD_AT=${RELOAD_AT:-6}
 FOREIGN_MAX=${FOREIGN_MAX:-10}
+QUIET_WAIT=${QUIET_WAIT:-15}
 # 128 queries in flight saturate one server core; much more than ~200 only overflows the
 # server's default socket receive buffer (measured: Knot loses 0.1-0.6% at 256-512).
 DNSPERF_ARGS=${DNSPERF_ARGS:-"-c 8 -q 128"}
@@ -242,12 +244,30 @@ ksoft() {
     echo
 }
 
+# Waits (at most QUIET_WAIT seconds) until the other processes on the machine use less than
+# FOREIGN_MAX % of one CPU over one second, so that runs start in a quiet moment. Our own
+# servers are idle at that point. A run that still overlaps foreign load is flagged anyway.
+wait_quiet() {
+    local t0 b0 b1 busy=0
+    ((QUIET_WAIT > 0)) || return 0
+    t0=$SECONDS
+    while ((SECONDS - t0 < QUIET_WAIT)); do
+        b0=$(awk '$1 == "cpu" {print $2+$3+$4+$7+$8}' /proc/stat)
+        sleep 1
+        b1=$(awk '$1 == "cpu" {print $2+$3+$4+$7+$8}' /proc/stat)
+        busy=$(((b1 - b0) * 100 / TCK))
+        ((busy < FOREIGN_MAX)) && return 0
+    done
+    log "machine still busy (${busy}% of one CPU used by others) after ${QUIET_WAIT}s; running anyway"
+}
+
 # measure NAME GEN OUT CMD...: runs the generator command, writes OUT (its stdout) and
 # OUT.cpu: "elapsed server_ticks gen_ticks foreign0% foreign1% steal% ksoftirqd%".
 measure() {
     local name=$1 gen=$2 out=$3
     shift 3
     local spid=${SPID[$name]} c0 c1 st0 k00 k10 s0 t0 c0b c1b st1 k01 k11 s1 t1
+    [[ ${NO_QUIET:-0} == 1 ]] || wait_quiet
     read -r c0 c1 st0 < <(cpu_snap)
     read -r k00 k10 < <(ksoft)
     s0=$(ticks "$spid")
@@ -444,7 +464,8 @@ mode_reload() {
         out=$W/$s.reload.out
         # A wide window: at a fixed rate the schedule must not wait for a stalled server
         # (that would hide the stall), so queries keep going out and show up as latency or loss.
-        DURATION=$RELOAD_DURATION run_gen "$s" loadgen "$W/small-queries.txt" "$out" \
+        wait_quiet
+        NO_QUIET=1 DURATION=$RELOAD_DURATION run_gen "$s" loadgen "$W/small-queries.txt" "$out" \
             -Q "$rate" -w 4096 --per-second &
         local mpid=$!
         t0=$(now)
