@@ -280,3 +280,224 @@ fn server_limits(limits: &crate::config::Limits) -> server::Limits {
         ..server::Limits::default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reload::ZoneOutcome;
+    use hickory_proto::rr::{LowerName, Name};
+    use std::path::Path;
+
+    const ZONE: &str = "$TTL 300\n\
+        @ IN SOA ns.example. host.example. 1 3600 600 86400 300\n\
+        @ IN NS ns.example.\n\
+        www IN A 192.0.2.1\n";
+
+    struct TempDir(PathBuf);
+    impl TempDir {
+        fn new(tag: &str) -> TempDir {
+            let dir = std::env::temp_dir().join(format!("muninn-rt-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+    }
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn runtimes() -> Runtimes {
+        Runtimes::build(&RuntimeConfig {
+            workers: 1,
+            heavy_workers: 2,
+            heavy_nice: 7,
+        })
+        .unwrap()
+    }
+
+    fn loader(dir: &Path) -> Arc<Mutex<ZoneLoader>> {
+        let zones = Arc::new(ArcSwap::from_pointee(ZoneSet::new()));
+        let overrides = Overrides {
+            zones_dir: Some(dir.to_path_buf()),
+            ..Overrides::default()
+        };
+        Arc::new(Mutex::new(ZoneLoader::new(None, overrides, zones)))
+    }
+
+    fn reload(rt: &Runtimes, loader: &Arc<Mutex<ZoneLoader>>) -> LoadReport {
+        rt.latency
+            .block_on(load_on_heavy(rt.heavy.handle(), loader))
+            .unwrap()
+    }
+
+    fn served(loader: &Arc<Mutex<ZoneLoader>>, name: &str) -> Option<Arc<crate::zone::Zone>> {
+        let zones = Arc::clone(loader.blocking_lock().zones());
+        let set = zones.load();
+        set.get(&LowerName::new(&Name::from_ascii(name).unwrap()))
+            .cloned()
+    }
+
+    fn outcome(report: &LoadReport, origin: &str) -> ZoneOutcome {
+        report
+            .zones
+            .iter()
+            .find(|z| z.origin == origin)
+            .unwrap()
+            .outcome
+            .clone()
+    }
+
+    #[test]
+    fn zones_are_parsed_on_heavy_threads() {
+        let dir = TempDir::new("heavy");
+        std::fs::write(dir.0.join("a.test.zone"), ZONE).unwrap();
+        std::fs::write(dir.0.join("b.test.zone"), ZONE).unwrap();
+        let rt = runtimes();
+        let loader = loader(&dir.0);
+        let report = reload(&rt, &loader);
+        assert_eq!(report.zones.len(), 2);
+        for z in &report.zones {
+            assert_eq!(z.outcome, ZoneOutcome::Added);
+            let thread = z.parsed_on.as_deref().unwrap();
+            assert!(
+                thread.starts_with(HEAVY_THREAD_PREFIX),
+                "parsed on {thread}"
+            );
+        }
+        assert_eq!(report.served, 2);
+        rt.shutdown();
+    }
+
+    #[test]
+    fn thread_names_and_heavy_priority() {
+        let rt = runtimes();
+        let (name, nice) = rt
+            .latency
+            .block_on(rt.heavy.spawn(async {
+                (
+                    std::thread::current().name().map(String::from),
+                    thread_nice(),
+                )
+            }))
+            .unwrap();
+        assert!(name.unwrap().starts_with(HEAVY_THREAD_PREFIX));
+        assert_eq!(nice, Some(7));
+        let (name, heavy) = rt
+            .latency
+            .block_on(rt.latency.spawn(async {
+                (
+                    std::thread::current().name().map(String::from),
+                    on_heavy_thread(),
+                )
+            }))
+            .unwrap();
+        assert!(name.unwrap().starts_with(LATENCY_THREAD_PREFIX));
+        assert!(!heavy);
+        rt.shutdown();
+    }
+
+    /// Nice value of the calling thread, from /proc (field 19 of stat, after the `(comm)`).
+    fn thread_nice() -> Option<i32> {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+        let after_comm = stat.rsplit_once(')')?.1;
+        after_comm.split_whitespace().nth(16)?.parse().ok()
+    }
+
+    #[test]
+    fn reload_reuses_unchanged_swaps_changed_keeps_broken_drops_removed() {
+        let dir = TempDir::new("reload");
+        let keep = dir.0.join("keep.test.zone");
+        let change = dir.0.join("change.test.zone");
+        let broken = dir.0.join("broken.test.zone");
+        let gone = dir.0.join("gone.test.zone");
+        for f in [&keep, &change, &broken, &gone] {
+            std::fs::write(f, ZONE).unwrap();
+        }
+        let rt = runtimes();
+        let loader = loader(&dir.0);
+        reload(&rt, &loader);
+        let keep_v1 = served(&loader, "keep.test.").unwrap();
+        let broken_v1 = served(&loader, "broken.test.").unwrap();
+
+        std::fs::write(&change, ZONE.replace(" 1 3600", " 2 3600")).unwrap();
+        std::fs::write(&broken, format!("{ZONE}bad IN A 300.1.1.1\n")).unwrap();
+        std::fs::remove_file(&gone).unwrap();
+        std::fs::write(dir.0.join("new.test.zone"), ZONE).unwrap();
+        let report = reload(&rt, &loader);
+
+        assert_eq!(outcome(&report, "keep.test."), ZoneOutcome::Unchanged);
+        assert_eq!(outcome(&report, "change.test."), ZoneOutcome::Changed);
+        assert_eq!(
+            outcome(&report, "broken.test."),
+            ZoneOutcome::Failed { kept_old: true }
+        );
+        assert_eq!(outcome(&report, "gone.test."), ZoneOutcome::Removed);
+        assert_eq!(outcome(&report, "new.test."), ZoneOutcome::Added);
+        let errors = &report
+            .zones
+            .iter()
+            .find(|z| z.origin == "broken.test.")
+            .unwrap()
+            .errors;
+        let expected = format!("{}:5:", broken.display());
+        assert!(
+            errors.iter().any(|e| e.starts_with(&expected)),
+            "{errors:?}"
+        );
+
+        assert!(Arc::ptr_eq(
+            &keep_v1,
+            &served(&loader, "keep.test.").unwrap()
+        ));
+        assert!(Arc::ptr_eq(
+            &broken_v1,
+            &served(&loader, "broken.test.").unwrap()
+        ));
+        assert_eq!(served(&loader, "change.test.").unwrap().serial(), 2);
+        assert!(served(&loader, "gone.test.").is_none());
+        assert!(served(&loader, "new.test.").is_some());
+        assert_eq!(report.served, 4);
+
+        // Fixing the broken file is picked up even though its old version had the same name.
+        std::fs::write(&broken, ZONE.replace(" 1 3600", " 3 3600")).unwrap();
+        let report = reload(&rt, &loader);
+        assert_eq!(outcome(&report, "broken.test."), ZoneOutcome::Changed);
+        assert_eq!(served(&loader, "broken.test.").unwrap().serial(), 3);
+        rt.shutdown();
+    }
+
+    #[test]
+    fn broken_new_zone_is_not_served_and_others_are() {
+        let dir = TempDir::new("newbroken");
+        std::fs::write(dir.0.join("ok.test.zone"), ZONE).unwrap();
+        std::fs::write(dir.0.join("bad.test.zone"), "@ IN A 192.0.2.1\n").unwrap();
+        let rt = runtimes();
+        let loader = loader(&dir.0);
+        let report = reload(&rt, &loader);
+        assert_eq!(
+            outcome(&report, "bad.test."),
+            ZoneOutcome::Failed { kept_old: false }
+        );
+        assert!(served(&loader, "bad.test.").is_none());
+        assert!(served(&loader, "ok.test.").is_some());
+        rt.shutdown();
+    }
+
+    #[test]
+    fn missing_zone_directory_fails_the_reload_and_keeps_zones() {
+        let dir = TempDir::new("nodir");
+        std::fs::write(dir.0.join("ok.test.zone"), ZONE).unwrap();
+        let rt = runtimes();
+        let loader = loader(&dir.0);
+        reload(&rt, &loader);
+        std::fs::remove_dir_all(&dir.0).unwrap();
+        let result = rt
+            .latency
+            .block_on(load_on_heavy(rt.heavy.handle(), &loader));
+        assert!(matches!(result, Err(ReloadError::Config(_))), "{result:?}");
+        assert!(served(&loader, "ok.test.").is_some());
+        rt.shutdown();
+    }
+}
