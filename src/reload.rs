@@ -11,7 +11,6 @@
 //! (see `runtime`), never on a latency worker.
 
 use std::collections::{HashMap, HashSet};
-use std::fmt::Write as _;
 use std::hash::{DefaultHasher, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -312,19 +311,14 @@ pub fn log_report(what: &str, report: &LoadReport) {
             }
         }
     }
-    let mut summary = String::new();
-    for (label, n) in [
-        ("added", report.count(|o| *o == ZoneOutcome::Added)),
-        ("changed", report.count(|o| *o == ZoneOutcome::Changed)),
-        ("unchanged", report.count(|o| *o == ZoneOutcome::Unchanged)),
-        ("removed", report.count(|o| *o == ZoneOutcome::Removed)),
-        ("failed", report.failed()),
-    ] {
-        let _ = write!(summary, " {label}={n}");
-    }
     info!(
+        added = report.count(|o| *o == ZoneOutcome::Added),
+        changed = report.count(|o| *o == ZoneOutcome::Changed),
+        unchanged = report.count(|o| *o == ZoneOutcome::Unchanged),
+        removed = report.count(|o| *o == ZoneOutcome::Removed),
+        failed = report.failed(),
         served = report.served,
         elapsed_ms = report.elapsed.as_secs_f64() * 1000.0,
-        "{what} done:{summary}"
+        "{what} done"
     );
 }

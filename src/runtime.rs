@@ -131,9 +131,6 @@ pub fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result<(), S
         .latency
         .block_on(run(&runtimes, config, loader, started));
     runtimes.shutdown();
-    if let Err(e) = &result {
-        error!("{e}");
-    }
     result
 }
 
