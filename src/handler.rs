@@ -1,1 +1,137 @@
-//! TODO
+//! From request bytes to response bytes: parse, classify, answer, encode.
+//!
+//! The handler is synchronous on purpose: authoritative answers are a pure function of the
+//! request and the current zone snapshot, so listeners call it inline on their worker (no
+//! task per query, no await). It reads the zone snapshot through an `ArcSwap` (lock-free)
+//! and writes into the caller's own buffer; nothing is shared between concurrent requests.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use hickory_proto::op::{OpCode, ResponseCode};
+use hickory_proto::rr::{DNSClass, RecordType};
+
+use crate::auth::{self, Answer};
+use crate::wire::request::{self, Rejection, Request};
+use crate::wire::response::{self, EncodeOptions};
+use crate::zone::ZoneSet;
+
+/// Default for [`Handler::new`]'s `max_udp_payload` (1232, the DNS Flag Day 2020 value).
+pub use crate::wire::response::DEFAULT_MAX_UDP_PAYLOAD;
+
+/// How the request arrived; decides the response size limit and what may be asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// What the listener should do after [`Handler::handle`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// `out` holds a complete DNS message to send back.
+    Respond,
+    /// Send nothing (e.g. the packet was a response, or too short to carry a header).
+    Drop,
+}
+
+/// Answers queries from the zone snapshot currently published in `zones`.
+#[derive(Debug)]
+pub struct Handler {
+    zones: Arc<ArcSwap<ZoneSet>>,
+    opts: EncodeOptions,
+}
+
+impl Handler {
+    /// `zones` is shared with whoever publishes new snapshots (reload); `max_udp_payload`
+    /// caps UDP responses (values below 512 are treated as 512).
+    pub fn new(zones: Arc<ArcSwap<ZoneSet>>, max_udp_payload: u16) -> Handler {
+        Handler {
+            zones,
+            opts: EncodeOptions { max_udp_payload },
+        }
+    }
+
+    /// The snapshot cell this handler reads; store a new `ZoneSet` here to publish it.
+    pub fn zones(&self) -> &Arc<ArcSwap<ZoneSet>> {
+        &self.zones
+    }
+
+    /// Handles one DNS message and, when there is something to send, encodes the response
+    /// into `out` (cleared first; the message starts at offset 0, without a TCP length
+    /// prefix).
+    pub fn handle(&self, bytes: &[u8], transport: Transport, out: &mut Vec<u8>) -> Outcome {
+        let req = match request::parse(bytes) {
+            Ok(req) => req,
+            Err(Rejection::Drop) => return Outcome::Drop,
+            Err(rejection) => {
+                return respond_if_nonempty(response::encode_error(&rejection, &self.opts, out));
+            }
+        };
+        let max_size = self.max_size(&req, transport);
+
+        if req.opcode != OpCode::Query {
+            // Only QUERY is served so far (NOTIFY and UPDATE come with transfers);
+            // RFC 1035 §4.1.1 names NOTIMP for unsupported kinds of query.
+            return self.refuse(&req, ResponseCode::NotImp, max_size, out);
+        }
+        if req.query.query_class() != DNSClass::IN {
+            // Only IN zones are served; like Knot, other classes are REFUSED.
+            return self.refuse(&req, ResponseCode::Refused, max_size, out);
+        }
+        if matches!(req.query.query_type(), RecordType::AXFR | RecordType::IXFR) {
+            // AXFR over UDP is not defined (RFC 5936 §4.2), and IXFR over UDP (allowed by
+            // RFC 1995 §2) is not offered: both are REFUSED over UDP. Over TCP they are
+            // refused too until outgoing transfers exist (a separate piece of work); Knot
+            // without a transfer ACL also refuses (NOTAUTH).
+            return self.refuse(&req, ResponseCode::Refused, max_size, out);
+        }
+
+        let zones = self.zones.load();
+        match auth::answer(&req, &zones) {
+            Some(answer) => {
+                respond_if_nonempty(response::encode(&req, &answer, max_size, &self.opts, out))
+            }
+            // Not authoritative for the name and no recursion (yet): REFUSED, as Knot does.
+            None => self.refuse(&req, ResponseCode::Refused, max_size, out),
+        }
+    }
+
+    /// The largest response allowed for `req`: over UDP the requestor's EDNS payload size
+    /// (512 without EDNS, RFC 1035 §4.2.1), capped by ours (RFC 6891 §6.2.5); over TCP the
+    /// 16-bit length prefix is the only limit (RFC 7766 §8).
+    fn max_size(&self, req: &Request, transport: Transport) -> u16 {
+        match transport {
+            Transport::Tcp => u16::MAX,
+            Transport::Udp => self.opts.udp_limit(req),
+        }
+    }
+
+    /// An empty answer carrying only `rcode` (question and OPT are echoed by the encoder).
+    /// Built from empty sections, so unlike an error response it clones nothing.
+    fn refuse(
+        &self,
+        req: &Request,
+        rcode: ResponseCode,
+        max_size: u16,
+        out: &mut Vec<u8>,
+    ) -> Outcome {
+        let answer = Answer {
+            rcode,
+            authoritative: false,
+            answers: Vec::new(),
+            authorities: Vec::new(),
+            additionals: Vec::new(),
+            required_additionals: 0,
+        };
+        respond_if_nonempty(response::encode(req, &answer, max_size, &self.opts, out))
+    }
+}
+
+fn respond_if_nonempty(len: usize) -> Outcome {
+    if len == 0 {
+        Outcome::Drop
+    } else {
+        Outcome::Respond
+    }
+}
