@@ -72,14 +72,15 @@ struct Server {
 
 impl Server {
     /// Starts `muninn serve` on a free port, serving the zones directory of `dir`, and
-    /// waits until it answers.
+    /// waits until it answers. The config file names another zones directory and worker
+    /// count: the command-line flags must win, also on reloads.
     fn start(dir: &TempDir, grace_ms: u64) -> Server {
         let config = dir.0.join("muninn.toml");
         std::fs::write(
             &config,
             format!(
-                "[zones]\ndirectory = \"zones\"\n\
-                 [runtime]\nworkers = 2\n\
+                "[zones]\ndirectory = \"no-such-dir\"\n\
+                 [runtime]\nworkers = 1\n\
                  [limits]\nshutdown_grace_ms = {grace_ms}\ntcp_idle_timeout_ms = 60000\n"
             ),
         )
@@ -89,7 +90,8 @@ impl Server {
         let child = Command::new(BIN)
             .args(["serve", "--config"])
             .arg(&config)
-            .args(["--listen", &addr.to_string()])
+            .args(["--listen", &addr.to_string(), "--workers", "2", "--zones"])
+            .arg(dir.0.join("zones"))
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -260,6 +262,9 @@ fn sighup_serves_the_changed_zone() {
         "{}",
         server.log_text()
     );
+
+    // --workers overrode the config file's 1.
+    assert!(server.log_text().contains(" workers=2 "), "{}", server.log_text());
 
     dir.write_zone(&zone_text(2, 2, 0));
     server.signal("HUP");
