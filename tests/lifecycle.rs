@@ -264,7 +264,11 @@ fn sighup_serves_the_changed_zone() {
     );
 
     // --workers overrode the config file's 1.
-    assert!(server.log_text().contains(" workers=2 "), "{}", server.log_text());
+    assert!(
+        server.log_text().contains(" workers=2 "),
+        "{}",
+        server.log_text()
+    );
 
     dir.write_zone(&zone_text(2, 2, 0));
     server.signal("HUP");
