@@ -12,7 +12,7 @@
 #                            1,000,000-name zone is reloaded; per-second p99 before, during
 #                            and after, lost queries, load time and RSS.
 #
-# Environment: DURATION (s per run, 8), ROUNDS (2), SERVERS ("knot muninn"), NAMES (100000),
+# Environment: DURATION (s per run, 8), ROUNDS (3), SERVERS ("knot muninn"), NAMES (100000),
 # BIG_NAMES (1000000), SMALL_NAMES (1000), RELOAD_DURATION (20), RELOAD_AT (6),
 # FOREIGN_MAX (% of one CPU, 10), QUIET_WAIT (s to wait for a quiet machine before each run, 15),
 # DNSPERF_ARGS ("-c 8 -q 128"), LOADGEN_ARGS ("-c 8 -w 16"),
@@ -35,7 +35,7 @@ esac
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
 DURATION=${DURATION:-8}
-ROUNDS=${ROUNDS:-2}
+ROUNDS=${ROUNDS:-3}
 SERVERS=${SERVERS:-"knot muninn"}
 NAMES=${NAMES:-100000}
 BIG_NAMES=${BIG_NAMES:-1000000}
@@ -294,9 +294,10 @@ measure() {
 }
 
 # Result row (tab-separated) from a finished measurement.
-#   server gen round qps mean_us p99_us lost sent cpu_us_per_q server% gen% f0% f1% steal% ksoft% flag
+#   server gen round qps mean_us p99_us lost sent cpu_us_per_q server% gen% gen_idle% f0% f1%
+#   steal% ksoft% flag
 row() {
-    local name=$1 gen=$2 round=$3 out=$4 qps mean p99 lost sent done_q
+    local name=$1 gen=$2 round=$3 out=$4 qps mean p99 lost sent done_q idle=n/a
     if [[ $gen == dnsperf ]]; then
         qps=$(awk '/Queries per second:/ {printf "%.0f", $4}' "$out")
         mean=$(awk '/Average Latency \(s\):/ {printf "%.1f", $4 * 1e6}' "$out")
@@ -312,6 +313,7 @@ row() {
         lost=$(kv lost)
         sent=$(kv sent)
         done_q=$(kv received)
+        idle=$(kv gen_idle_pct)
     fi
     if [[ -z $qps || -z $done_q ]]; then
         echo "$name/$gen produced no result:" >&2
@@ -322,12 +324,16 @@ row() {
     awk -v OFS='\t' -v n="$name" -v gen="$gen" -v r="$round" -v qps="$qps" -v mean="$mean" \
         -v p99="$p99" -v lost="$lost" -v sent="$sent" -v dq="$done_q" -v el="$el" -v s="$s" \
         -v g="$g" -v f0="$f0" -v f1="$f1" -v st="$stp" -v ks="$ksp" -v tck="$TCK" \
-        -v fmax="$FOREIGN_MAX" 'BEGIN {
+        -v fmax="$FOREIGN_MAX" -v idle="$idle" 'BEGIN {
             cpq = dq > 0 ? s * 1e6 / tck / dq : 0
-            flag = (f0 > fmax || f1 > fmax || st > fmax) ? "CONTAMINATED" : "ok"
-            printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t%.0f\t%.0f\t%s\t%s\t%s\t%s\t%s\n",
+            gp = g * 100 / tck / el
+            flag = (f0 > fmax || f1 > fmax || st > fmax) ? "CONTAMINATED" : ""
+            # dnsperf sleeps when idle, loadgen spins and reports its idle share instead.
+            if ((gen == "dnsperf" && gp >= 95) || (gen != "dnsperf" && idle + 0 < 3))
+                flag = flag (flag == "" ? "" : ",") "GEN-BOUND"
+            printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t%.0f\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\n",
                 n, gen, r, qps, mean, p99, lost, sent, cpq, s * 100 / tck / el,
-                g * 100 / tck / el, f0, f1, st, ks, flag
+                gp, idle, f0, f1, st, ks, flag == "" ? "ok" : flag
         }'
 }
 
@@ -345,7 +351,7 @@ run_gen() {
     fi
 }
 
-HDR="server\tgen\tround\tqps\tmean_us\tp99_us\tlost\tsent\tcpu_us/q\tsrv%\tgen%\tforeign0%\tforeign1%\tsteal%\tksoftirq%\tflag"
+HDR="server\tgen\tround\tqps\tmean_us\tp99_us\tlost\tsent\tcpu_us/q\tsrv%\tgen%\tgen_idle%\tforeign0%\tforeign1%\tsteal%\tksoftirq%\tflag"
 
 # ---- load mode -----------------------------------------------------------------------------
 mode_load() {
@@ -388,35 +394,53 @@ mode_load() {
         "other processes, % of one CPU; flagged above ${FOREIGN_MAX}%)"
     column -t -s $'\t' "$results"
     echo
-    echo "== summary (mean over clean runs; over all runs, marked *, when a server has none)"
+    echo "== summary: mean per server over runs without foreign load (* = none clean, mean of all);"
+    echo "   ratios Muninn/Knot over rounds where both runs were clean (* = none, all rounds)"
     awk -F'\t' -v knot_hwm="${HWM[knot]:-0}" -v mun_hwm="${HWM[muninn]:-0}" \
         -v knot_lt="${LOADT[knot]:-0}" -v mun_lt="${LOADT[muninn]:-0}" '
         NR == 1 { next }
         {
-            k = $1 SUBSEP $2
+            k = $1 SUBSEP $2; clean = $17 !~ /CONTAMINATED/
             all[k]++; aq[k] += $4; am[k] += $5; ap[k] += $6; ac[k] += $9; al[k] += $7
-            if ($16 == "ok") { ok[k]++; q[k] += $4; m[k] += $5; p[k] += $6; c[k] += $9; l[k] += $7 }
+            if (clean) { ok[k]++; q[k] += $4; m[k] += $5; p[k] += $6; c[k] += $9; l[k] += $7 }
+            if ($17 ~ /GEN-BOUND/) gb[k]++
             gens[$2] = 1
+            r = $2 SUBSEP $3; rounds[r] = 1
+            Q[$1, r] = $4; M[$1, r] = $5; P[$1, r] = $6; C[$1, r] = $9; OK[$1, r] = clean
         }
         function val(arr, aarr, k) { return ok[k] ? arr[k] / ok[k] : (all[k] ? aarr[k] / all[k] : 0) }
-        function mark(k) { return ok[k] ? "" : "*" }
         function ratio(a, b) { return b > 0 ? sprintf("%.2f", a / b) : "n/a" }
         END {
-            printf "%-8s %-8s %10s %10s %10s %10s %10s\n", "gen", "server", "qps", "mean_us", "p99_us", "cpu_us/q", "lost/run"
+            printf "%-8s %-9s %10s %10s %10s %10s %9s  %s\n", "gen", "server", "qps", "mean_us", "p99_us", "cpu_us/q", "lost/run", "notes"
             for (gen in gens) {
                 for (si = 1; si <= 2; si++) {
                     s = si == 1 ? "knot" : "muninn"; k = s SUBSEP gen
                     if (!all[k]) continue
-                    printf "%-8s %-8s %9.0f%s %10.1f %10s %10.2f %10.0f\n", gen, s, val(q, aq, k), mark(k),
-                        val(m, am, k), gen == "dnsperf" ? "n/a" : sprintf("%.0f", val(p, ap, k)),
-                        val(c, ac, k), val(l, al, k)
+                    printf "%-8s %-9s %9.0f%s %10.1f %10s %10.2f %9.0f  %s\n", gen, s, val(q, aq, k),
+                        ok[k] ? " " : "*", val(m, am, k),
+                        gen == "dnsperf" ? "n/a" : sprintf("%.0f", val(p, ap, k)), val(c, ac, k),
+                        val(l, al, k), gb[k] ? gb[k] "/" all[k] " runs generator-bound" : ""
                 }
-                kk = "knot" SUBSEP gen; mk = "muninn" SUBSEP gen
-                if (all[kk] && all[mk])
-                    printf "%-8s %-8s %10s %10s %10s %10s\n", gen, "mun/knot",
-                        ratio(val(q, aq, mk), val(q, aq, kk)), ratio(val(m, am, mk), val(m, am, kk)),
-                        gen == "dnsperf" ? "n/a" : ratio(val(p, ap, mk), val(p, ap, kk)),
-                        ratio(val(c, ac, mk), val(c, ac, kk))
+                # Paired ratios: only rounds where both servers ran clean, else all rounds.
+                npair = 0
+                for (pass = 1; pass <= 2 && npair == 0; pass++) {
+                    sq["k"] = sq["m"] = sm["k"] = sm["m"] = sp["k"] = sp["m"] = sc["k"] = sc["m"] = 0
+                    for (r in rounds) {
+                        split(r, rr, SUBSEP); if (rr[1] != gen) continue
+                        if (!(("knot", r) in Q) || !(("muninn", r) in Q)) continue
+                        if (pass == 1 && !(OK["knot", r] && OK["muninn", r])) continue
+                        npair++
+                        sq["k"] += Q["knot", r]; sq["m"] += Q["muninn", r]
+                        sm["k"] += M["knot", r]; sm["m"] += M["muninn", r]
+                        sp["k"] += P["knot", r]; sp["m"] += P["muninn", r]
+                        sc["k"] += C["knot", r]; sc["m"] += C["muninn", r]
+                    }
+                    mark = pass == 1 ? " " : "*"
+                }
+                if (npair)
+                    printf "%-8s %-9s %9s%s %10s %10s %10s %9s  %d round(s)\n", gen, "mun/knot",
+                        ratio(sq["m"], sq["k"]), mark, ratio(sm["m"], sm["k"]),
+                        gen == "dnsperf" ? "n/a" : ratio(sp["m"], sp["k"]), ratio(sc["m"], sc["k"]), "", npair
             }
             printf "peak RSS (VmHWM): knot %.1f MB, muninn %.1f MB, muninn/knot %s\n",
                 knot_hwm / 1024, mun_hwm / 1024, ratio(mun_hwm, knot_hwm)

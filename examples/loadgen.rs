@@ -306,11 +306,16 @@ fn main() -> anyhow::Result<()> {
     let mut in_addrs = vec![args.server; batch];
     let mut next_query = 0usize;
     let mut rr = 0usize;
+    // Time spent in loop iterations that neither sent nor received while sending: when it
+    // is near zero the generator, not the server, may be the bottleneck.
+    let mut idle_ns = 0u64;
 
     let start = Instant::now();
     let now_ns = |start: &Instant| start.elapsed().as_nanos() as u64 + 1;
     loop {
         let now = now_ns(&start);
+        let iter_start = now;
+        let mut did_send = false;
         let sending = now < duration_ns;
         let in_flight: usize = socks.iter().map(|s| s.outstanding).sum();
         if !sending && in_flight == 0 {
@@ -375,6 +380,7 @@ fn main() -> anyhow::Result<()> {
                     }
                 }
                 t.sent += sent as u64;
+                did_send |= sent > 0;
                 // Ids of unsent queries are simply skipped; the query order moves on.
             }
         }
@@ -425,7 +431,10 @@ fn main() -> anyhow::Result<()> {
                 }
             }
         }
-        if !got_any && (!sending || args.rate > 0) {
+        if !got_any && !did_send {
+            if sending {
+                idle_ns += now_ns(&start) - iter_start;
+            }
             std::hint::spin_loop();
         }
     }
@@ -442,7 +451,8 @@ fn main() -> anyhow::Result<()> {
     println!(
         "{} qps={:.0} sent={} received={} lost={} lost_pct={:.3} mean_us={:.1} p50_us={:.0} \
          p99_us={:.0} p999_us={:.0} max_us={:.0} noerror={} nxdomain={} servfail={} refused={} \
-         other_rcode={} mismatched={} send_errors={} duration_s={:.2} rate={} sockets={} window={}",
+         other_rcode={} mismatched={} send_errors={} gen_idle_pct={:.1} duration_s={:.2} rate={} \
+         sockets={} window={}",
         args.label,
         qps,
         t.sent,
@@ -465,6 +475,7 @@ fn main() -> anyhow::Result<()> {
         other,
         t.mismatched,
         t.send_errors,
+        idle_ns as f64 * 100.0 / duration_ns.max(1) as f64,
         args.duration,
         args.rate,
         args.sockets,
