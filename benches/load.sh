@@ -13,7 +13,8 @@
 #                            and after, lost queries, load time and RSS.
 #
 # Environment: DURATION (s per run, 8), ROUNDS (3), SERVERS ("knot muninn"), NAMES (100000),
-# BIG_NAMES (1000000), SMALL_NAMES (1000), RELOAD_DURATION (20), RELOAD_AT (6),
+# BIG_NAMES (1000000), SMALL_NAMES (1000), RELOAD_AT (s of steady load before the reload, 6),
+# RELOAD_AFTER (s of load after the new zone is served, 8), RELOAD_MAX (s, bound on a run, 120),
 # FOREIGN_MAX (% of one CPU, 10), QUIET_WAIT (s to wait for a quiet machine before each run, 15),
 # DNSPERF_ARGS ("-c 8 -q 128"), LOADGEN_ARGS ("-c 8 -w 16"),
 # MUNINN_BIN / LOADGEN_BIN (skip the cargo build), KEEP=1 (keep the work directory).
@@ -40,7 +41,8 @@ SERVERS=${SERVERS:-"knot muninn"}
 NAMES=${NAMES:-100000}
 BIG_NAMES=${BIG_NAMES:-1000000}
 SMALL_NAMES=${SMALL_NAMES:-1000}
-RELOAD_DURATION=${RELOAD_DURATION:-20}
+RELOAD_AFTER=${RELOAD_AFTER:-8}
+RELOAD_MAX=${RELOAD_MAX:-120}
 RELOAD_AT=${RELOAD_AT:-6}
 FOREIGN_MAX=${FOREIGN_MAX:-10}
 QUIET_WAIT=${QUIET_WAIT:-15}
@@ -58,6 +60,10 @@ OWNED_PIDS=()
 
 cleanup() {
     local p
+    # A fixed-rate loadgen still running in the background (reload mode).
+    if [[ -s $W/loadgen.pid ]]; then
+        OWNED_PIDS+=("$(cat "$W/loadgen.pid")")
+    fi
     for p in "${OWNED_PIDS[@]}"; do
         kill "$p" 2>/dev/null || true
     done
@@ -482,29 +488,32 @@ mode_reload() {
         DURATION=3 run_gen "$s" loadgen "$W/small-queries.txt" "$W/$s.max.out"
         max=$(awk '{for (i = 1; i <= NF; i++) if ($i ~ /^qps=/) {sub("qps=", "", $i); print $i}}' "$W/$s.max.out" | head -1)
         rate=$((${max%.*} / 2))
-        log "$s: max ${max} QPS on small.test; steady load at ${rate} QPS for ${RELOAD_DURATION}s," \
-            "reload at ${RELOAD_AT}s"
+        log "$s: max ${max} QPS on small.test; steady load at ${rate} QPS, reload at ${RELOAD_AT}s"
 
         out=$W/$s.reload.out
         # A wide window: at a fixed rate the schedule must not wait for a stalled server
         # (that would hide the stall), so queries keep going out and show up as latency or loss.
+        # The load runs until RELOAD_AFTER s after the new zone is served (SIGUSR1 to loadgen).
+        cp "$W/big.test.v2" "$W/big.test.next"
+        rm -f "$W/loadgen.pid"
         wait_quiet
-        NO_QUIET=1 DURATION=$RELOAD_DURATION run_gen "$s" loadgen "$W/small-queries.txt" "$out" \
-            -Q "$rate" -w 4096 --per-second &
+        NO_QUIET=1 DURATION=$RELOAD_MAX run_gen "$s" loadgen "$W/small-queries.txt" "$out" \
+            -Q "$rate" -w 4096 --per-second --stop-on-usr1 --pid-file "$W/loadgen.pid" &
         local mpid=$!
         t0=$(now)
         sleep "$RELOAD_AT"
-        mv "$W/big.test.zone" "$W/big.test.old"
-        cp "$W/big.test.v2" "$W/big.test.zone"
+        # A rename: no copying on the machine while the load runs.
+        mv "$W/big.test.next" "$W/big.test.zone"
         tr=$(awk -v a="$(now)" -v b="$t0" 'BEGIN{printf "%.2f", a - b}')
         trigger_reload "$s"
-        wait_serial "$s" big.test 2 600
+        wait_serial "$s" big.test 2 $((RELOAD_MAX - RELOAD_AT))
         tdone=$(awk -v a="$(now)" -v b="$t0" 'BEGIN{printf "%.2f", a - b}')
         reload_t=$(awk -v a="$tdone" -v b="$tr" 'BEGIN{printf "%.2f", a - b}')
+        sleep "$RELOAD_AFTER"
+        [[ -s $W/loadgen.pid ]] && kill -USR1 "$(cat "$W/loadgen.pid")" 2>/dev/null || true
         wait "$mpid"
         hwm=$(rss_kb "${SPID[$s]}" VmHWM)
         stop_server "$s"
-        rm -f "$W/big.test.old"
 
         echo
         echo "== $s: steady ${rate} QPS on small.test (max ${max}); ${BIG_NAMES}-name big.test reload" \

@@ -20,6 +20,8 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
@@ -67,6 +69,13 @@ struct Args {
     /// Also print one line per second of sending.
     #[arg(long)]
     per_second: bool,
+    /// Stop sending early on SIGUSR1 (then drain and report as usual), so a caller can end
+    /// the run when the event it watches is over; `--duration` is then the upper bound.
+    #[arg(long)]
+    stop_on_usr1: bool,
+    /// Write the process id to this file (for `kill -USR1`).
+    #[arg(long)]
+    pid_file: Option<PathBuf>,
     /// Free-form label echoed at the start of the result line.
     #[arg(long, default_value = "loadgen")]
     label: String,
@@ -273,7 +282,16 @@ fn main() -> anyhow::Result<()> {
         .collect::<io::Result<_>>()
         .context("opening sockets")?;
 
-    let duration_ns = (args.duration * 1e9) as u64;
+    let stop = Arc::new(AtomicBool::new(false));
+    if args.stop_on_usr1 {
+        signal_hook::flag::register(signal_hook::consts::SIGUSR1, Arc::clone(&stop))
+            .context("installing the SIGUSR1 handler")?;
+    }
+    if let Some(path) = &args.pid_file {
+        fs::write(path, format!("{}\n", std::process::id()))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let mut duration_ns = (args.duration * 1e9) as u64;
     let timeout_ns = args.timeout_ms * 1_000_000;
     let n_seconds = duration_ns.div_ceil(1_000_000_000) as usize;
     let mut t = Totals {
@@ -316,6 +334,9 @@ fn main() -> anyhow::Result<()> {
         let now = now_ns(&start);
         let iter_start = now;
         let mut did_send = false;
+        if duration_ns > now && stop.load(Ordering::Relaxed) {
+            duration_ns = now;
+        }
         let sending = now < duration_ns;
         let in_flight: usize = socks.iter().map(|s| s.outstanding).sum();
         if !sending && in_flight == 0 {
@@ -476,12 +497,13 @@ fn main() -> anyhow::Result<()> {
         t.mismatched,
         t.send_errors,
         idle_ns as f64 * 100.0 / duration_ns.max(1) as f64,
-        args.duration,
+        duration_ns as f64 / 1e9,
         args.rate,
         args.sockets,
         args.window,
     );
-    for (i, s) in t.seconds.iter().enumerate() {
+    let seconds_sent = duration_ns.div_ceil(1_000_000_000) as usize;
+    for (i, s) in t.seconds.iter().enumerate().take(seconds_sent) {
         println!(
             "second={} sent={} received={} lost={} p50_us={:.0} p99_us={:.0} max_us={:.0}",
             i,
