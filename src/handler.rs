@@ -5,6 +5,7 @@
 //! task per query, no await). It reads the zone snapshot through an `ArcSwap` (lock-free)
 //! and writes into the caller's own buffer; nothing is shared between concurrent requests.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -12,6 +13,7 @@ use hickory_proto::op::{OpCode, ResponseCode};
 use hickory_proto::rr::{DNSClass, RecordType};
 
 use crate::auth::{self, Answer};
+use crate::cache::{self, Recursion, Resolver};
 use crate::wire::request::{self, Rejection, Request};
 use crate::wire::response::{self, EncodeOptions};
 use crate::zone::ZoneSet;
@@ -27,12 +29,16 @@ pub enum Transport {
 }
 
 /// What the listener should do after [`Handler::handle`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, PartialEq)]
 pub enum Outcome {
     /// `out` holds a complete DNS message to send back.
     Respond,
     /// Send nothing (e.g. the packet was a response, or too short to carry a header).
     Drop,
+    /// Not our name, the client may recurse and the cache cannot answer yet: run
+    /// [`Recursion::run`] as a task and send what it writes (it is bounded per client and
+    /// globally, and stops when its cancellation token fires).
+    Recurse(Box<Recursion>),
 }
 
 /// Answers queries from the zone snapshot currently published in `zones`.
@@ -40,6 +46,8 @@ pub enum Outcome {
 pub struct Handler {
     zones: Arc<ArcSwap<ZoneSet>>,
     opts: EncodeOptions,
+    /// The caching resolver, when recursion is enabled.
+    resolver: Option<Resolver>,
 }
 
 impl Handler {
@@ -49,7 +57,19 @@ impl Handler {
         Handler {
             zones,
             opts: EncodeOptions { max_udp_payload },
+            resolver: None,
         }
+    }
+
+    /// Adds the caching resolver: names outside our zones are then resolved for clients it
+    /// allows (see [`Resolver::allows`]), who also see RA=1.
+    pub fn with_resolver(mut self, resolver: Resolver) -> Handler {
+        self.resolver = Some(resolver);
+        self
+    }
+
+    pub fn resolver(&self) -> Option<&Resolver> {
+        self.resolver.as_ref()
     }
 
     /// The snapshot cell this handler reads; store a new `ZoneSet` here to publish it.
@@ -59,8 +79,14 @@ impl Handler {
 
     /// Handles one DNS message and, when there is something to send, encodes the response
     /// into `out` (cleared first; the message starts at offset 0, without a TCP length
-    /// prefix).
-    pub fn handle(&self, bytes: &[u8], transport: Transport, out: &mut Vec<u8>) -> Outcome {
+    /// prefix). `peer` is the client's address (it decides who may recurse).
+    pub fn handle(
+        &self,
+        bytes: &[u8],
+        transport: Transport,
+        peer: SocketAddr,
+        out: &mut Vec<u8>,
+    ) -> Outcome {
         let req = match request::parse(bytes) {
             Ok(req) => req,
             Err(Rejection::Drop) => return Outcome::Drop,
@@ -90,13 +116,31 @@ impl Handler {
             return self.refuse(&req, ResponseCode::Refused, max_size, out);
         }
 
+        // Authoritative data always wins: our zones are answered from the zones, never from
+        // the cache.
         let zones = self.zones.load();
+        let recursor = self.resolver.as_ref().filter(|r| r.allows(peer.ip()));
         match auth::answer(&req, &zones) {
             Some(answer) => {
-                respond_if_nonempty(response::encode(&req, &answer, max_size, &self.opts, out))
+                let len = response::encode(&req, &answer, max_size, &self.opts, out);
+                if recursor.is_some() {
+                    // RA tells a client it may recurse here (RFC 1035 §4.1.1).
+                    cache::entry::set_recursion_available(out);
+                }
+                respond_if_nonempty(len)
             }
-            // Not authoritative for the name and no recursion (yet): REFUSED, as Knot does.
-            None => self.refuse(&req, ResponseCode::Refused, max_size, out),
+            None => match recursor {
+                Some(resolver) => {
+                    drop(zones);
+                    match resolver.start(req, transport, peer, max_size, &self.opts, out) {
+                        cache::Start::Answered(len) => respond_if_nonempty(len),
+                        cache::Start::Recurse(job) => Outcome::Recurse(job),
+                    }
+                }
+                // Not authoritative for the name and the client may not recurse: REFUSED,
+                // as Knot does.
+                None => self.refuse(&req, ResponseCode::Refused, max_size, out),
+            },
         }
     }
 

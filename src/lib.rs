@@ -11,6 +11,7 @@
 //! (`runtime`), never on a latency worker.
 
 pub mod auth;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod handler;

@@ -219,6 +219,7 @@ pub fn spawn_listeners(
             limits.udp_batch,
             stats,
             token.clone(),
+            tracker.clone(),
         );
         tracker.spawn_on(worker.run(), rt);
     }

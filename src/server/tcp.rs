@@ -9,6 +9,7 @@
 //! them by message id.
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -78,8 +79,8 @@ impl Acceptor {
                 () = self.token.cancelled() => return,
                 a = self.listener.accept() => a,
             };
-            let stream = match accepted {
-                Ok((stream, _peer)) => stream,
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
                 Err(_) => {
                     self.stats.accept_errors.fetch_add(1, Ordering::Relaxed);
                     tokio::select! {
@@ -104,8 +105,11 @@ impl Acceptor {
                 limits: self.limits,
                 in_flight: Arc::clone(&self.in_flight),
                 stats: Arc::clone(&self.stats),
-                // Cancelled on shutdown, or by the writer when the connection is broken.
+                // Cancelled on shutdown, by the writer when the connection is broken, and
+                // when the reader stops (which ends the connection's recursion tasks).
                 token: self.token.child_token(),
+                peer,
+                tracker: self.tracker.clone(),
             };
             self.tracker.spawn(async move {
                 conn.serve(stream).await;
@@ -127,6 +131,8 @@ struct Connection {
     in_flight: Arc<Semaphore>,
     stats: Arc<TcpStats>,
     token: CancellationToken,
+    peer: SocketAddr,
+    tracker: TaskTracker,
 }
 
 impl Connection {
@@ -150,6 +156,9 @@ impl Connection {
         queue: mpsc::Sender<Queued>,
         mut spare: mpsc::Receiver<Vec<u8>>,
     ) {
+        // A client that closed its side is gone: queries of it still waiting for upstream
+        // answers are cancelled (and with them upstream fetches nobody else waits for).
+        let _cancel_recursions = self.token.clone().drop_guard();
         let mut rd = BufReader::with_capacity(READ_BUF_LEN, rd);
         let mut query: Vec<u8> = Vec::new();
         loop {
@@ -200,7 +209,10 @@ impl Connection {
                 },
             };
             let mut message = spare.try_recv().unwrap_or_else(|_| Vec::with_capacity(512));
-            match self.handler.handle(&query, Transport::Tcp, &mut message) {
+            match self
+                .handler
+                .handle(&query, Transport::Tcp, self.peer, &mut message)
+            {
                 Outcome::Respond => {
                     let queued = Queued {
                         message,
@@ -214,6 +226,21 @@ impl Connection {
                 }
                 Outcome::Drop => {
                     self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                Outcome::Recurse(job) => {
+                    // Answered when ready, in any order (RFC 7766 §7); the queue sender
+                    // it holds keeps the writer open until then.
+                    let queue = queue.clone();
+                    let token = self.token.clone();
+                    self.tracker.spawn(async move {
+                        if job.run(&token, &mut message).await {
+                            let queued = Queued {
+                                message,
+                                _permit: permit,
+                            };
+                            let _ = queue.send(queued).await;
+                        }
+                    });
                 }
             }
         }

@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::handler::{Handler, Outcome, Transport};
 use crate::server::UdpStats;
@@ -26,7 +27,10 @@ const UNSPECIFIED: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::U
 /// The state of one socket task. Each batch slot owns its request and response buffer, so
 /// no two requests ever share memory.
 pub(crate) struct UdpWorker {
-    socket: UdpSocket,
+    /// Shared with the recursion tasks, which send their answers themselves.
+    socket: Arc<UdpSocket>,
+    /// Where recursion tasks are spawned (bounded by the resolver's client limits).
+    tracker: TaskTracker,
     handler: Arc<Handler>,
     stats: Arc<UdpStats>,
     token: CancellationToken,
@@ -52,10 +56,12 @@ impl UdpWorker {
         batch: usize,
         stats: Arc<UdpStats>,
         token: CancellationToken,
+        tracker: TaskTracker,
     ) -> UdpWorker {
         let batch = batch.clamp(1, sys::MAX_BATCH);
         UdpWorker {
-            socket,
+            socket: Arc::new(socket),
+            tracker,
             handler,
             stats,
             token,
@@ -92,7 +98,7 @@ impl UdpWorker {
                     ..
                 } = &mut self;
                 socket.try_io(Interest::READABLE, || {
-                    sys::recv_batch(&*socket, requests, lens, sources)
+                    sys::recv_batch(&**socket, requests, lens, sources)
                 })
             };
             match received {
@@ -138,7 +144,10 @@ impl UdpWorker {
                 counts.dropped += 1;
                 continue;
             }
-            match self.handler.handle(bytes, Transport::Udp, response) {
+            match self
+                .handler
+                .handle(bytes, Transport::Udp, *source, response)
+            {
                 Outcome::Respond => {
                     if let Some(r) = ready.get_mut(m) {
                         *r = slot;
@@ -146,6 +155,21 @@ impl UdpWorker {
                     }
                 }
                 Outcome::Drop => counts.dropped += 1,
+                Outcome::Recurse(job) => {
+                    let socket = Arc::clone(&self.socket);
+                    let stats = Arc::clone(&self.stats);
+                    let token = self.token.clone();
+                    let dest = *source;
+                    self.tracker.spawn(async move {
+                        let mut out = Vec::new();
+                        if job.run(&token, &mut out).await {
+                            match socket.send_to(&out, dest).await {
+                                Ok(_) => stats.answered.fetch_add(1, Ordering::Relaxed),
+                                Err(_) => stats.send_errors.fetch_add(1, Ordering::Relaxed),
+                            };
+                        }
+                    });
+                }
             }
         }
 
@@ -164,7 +188,7 @@ impl UdpWorker {
             let rest = msgs.get(sent..).unwrap_or_default();
             match self
                 .socket
-                .try_io(Interest::WRITABLE, || sys::send_batch(&self.socket, rest))
+                .try_io(Interest::WRITABLE, || sys::send_batch(&*self.socket, rest))
             {
                 Ok(0) => {
                     // Should not happen (sendmmsg reports an error instead); avoid spinning.
