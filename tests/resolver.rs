@@ -1149,3 +1149,32 @@ fn config_defaults_are_safe_and_parse() {
     assert_eq!(parsed.timeout_ms, d.timeout_ms);
     assert!(toml::from_str::<ResolverConfig>("bogus = 1").is_err());
 }
+
+#[test]
+fn upstream_reply_must_match_id_and_question() {
+    use hickory_proto::op::Query;
+    use muninn::cache::upstream::{accept, build_query as upstream_query};
+    let q = Query::query(name("www.test."), RecordType::A);
+    let wire = upstream_query(&q, true);
+    let sent = Message::from_vec(&wire).unwrap();
+    assert!(sent.metadata.recursion_desired);
+    assert!(sent.edns.as_ref().unwrap().flags().dnssec_ok);
+    let reply = |id: u16, qname: &str, qtype: RecordType| {
+        let mut m = Message::new(id, MessageType::Response, OpCode::Query);
+        m.add_query(Query::query(name(qname), qtype));
+        m.to_vec().unwrap()
+    };
+    assert!(accept(&reply(7, "www.test.", RecordType::A), 7, &q).is_some());
+    assert!(
+        accept(&reply(7, "WWW.Test.", RecordType::A), 7, &q).is_some(),
+        "RFC 4343"
+    );
+    assert!(accept(&reply(8, "www.test.", RecordType::A), 7, &q).is_none());
+    assert!(accept(&reply(7, "www.test.", RecordType::AAAA), 7, &q).is_none());
+    assert!(accept(&reply(7, "evil.test.", RecordType::A), 7, &q).is_none());
+    // A query (QR=0) with the right ID is not a reply.
+    let mut query = Message::new(7, MessageType::Query, OpCode::Query);
+    query.add_query(q.clone());
+    assert!(accept(&query.to_vec().unwrap(), 7, &q).is_none());
+    assert!(accept(&[0, 7, 0x80], 7, &q).is_none());
+}
