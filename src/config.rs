@@ -57,6 +57,8 @@ pub struct Config {
     pub limits: Limits,
     /// Logging.
     pub log: LogConfig,
+    /// Caching resolver for names outside our zones (forwarding to upstreams).
+    pub recursion: crate::cache::ResolverConfig,
 }
 
 /// `[server]`
@@ -177,6 +179,7 @@ impl Default for Config {
             runtime: RuntimeConfig::default(),
             limits: Limits::default(),
             log: LogConfig::default(),
+            recursion: crate::cache::ResolverConfig::default(),
         }
     }
 }
@@ -384,6 +387,9 @@ impl Config {
                 return Err(format!("{key}: must be greater than 0"));
             }
         }
+        self.recursion
+            .validate()
+            .map_err(|e| format!("recursion: {e}"))?;
         let mut names = HashSet::new();
         for z in &self.zones.zone {
             let name = parse_zone_name(&z.name)

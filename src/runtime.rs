@@ -32,7 +32,7 @@ use crate::config::{Config, ConfigError, LogConfig, LogFormat, Overrides, Runtim
 use crate::handler::Handler;
 use crate::reload::{LoadReport, ReloadError, ZoneLoader, log_report};
 use crate::zone::ZoneSet;
-use crate::{notify, server, sys};
+use crate::{cache, notify, server, sys};
 
 /// Prefix of latency worker thread names.
 pub const LATENCY_THREAD_PREFIX: &str = "muninn-lat-";
@@ -50,6 +50,8 @@ pub enum ServeError {
     Signals(std::io::Error),
     #[error("initial zone load failed: {0}")]
     InitialLoad(#[from] ReloadError),
+    #[error("cannot start the resolver: {0}")]
+    Resolver(cache::ResolverError),
     #[error("cannot listen: {0}")]
     Listen(std::io::Error),
 }
@@ -178,10 +180,15 @@ async fn run(
     };
     log_report("zone load", &report);
 
-    let handler = Arc::new(Handler::new(
-        Arc::clone(&zones),
-        config.limits.max_udp_payload,
-    ));
+    let mut handler = Handler::new(Arc::clone(&zones), config.limits.max_udp_payload);
+    if config.recursion.enabled {
+        let resolver =
+            cache::Resolver::new(config.recursion.clone()).map_err(ServeError::Resolver)?;
+        // Cache housekeeping and stale refresh are heavy-runtime work, tied to the root token.
+        resolver.spawn_maintenance(rt.heavy.handle(), root.child_token(), &tracker);
+        handler = handler.with_resolver(resolver);
+    }
+    let handler = Arc::new(handler);
     let listen = &config.server.listen;
     let listeners = server::spawn_listeners(
         rt.latency.handle(),
