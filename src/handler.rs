@@ -12,6 +12,7 @@ use hickory_proto::op::{OpCode, ResponseCode};
 use hickory_proto::rr::{DNSClass, RecordType};
 
 use crate::auth::{self, Answer};
+use crate::metrics::{DropReason, QueryCounters};
 use crate::wire::request::{self, Rejection, Request};
 use crate::wire::response::{self, EncodeOptions};
 use crate::zone::ZoneSet;
@@ -61,11 +62,48 @@ impl Handler {
     /// into `out` (cleared first; the message starts at offset 0, without a TCP length
     /// prefix).
     pub fn handle(&self, bytes: &[u8], transport: Transport, out: &mut Vec<u8>) -> Outcome {
+        self.respond(bytes, transport, out).outcome()
+    }
+
+    /// [`Handler::handle`], also counting the message (question type and response code,
+    /// or why it was dropped) in the caller's per-worker block.
+    #[inline]
+    pub fn handle_counted(
+        &self,
+        bytes: &[u8],
+        transport: Transport,
+        out: &mut Vec<u8>,
+        counters: &QueryCounters,
+    ) -> Outcome {
+        let handled = self.respond(bytes, transport, out);
+        match handled {
+            Handled::Answered { qtype, rcode } => counters.answered(qtype, rcode),
+            Handled::Dropped(reason) => counters.dropped(reason, 1),
+        }
+        handled.outcome()
+    }
+
+    fn respond(&self, bytes: &[u8], transport: Transport, out: &mut Vec<u8>) -> Handled {
         let req = match request::parse(bytes) {
             Ok(req) => req,
-            Err(Rejection::Drop) => return Outcome::Drop,
+            Err(Rejection::Drop) => {
+                // Both cases of `Drop`: a response (QR=1) or too short for a header.
+                let qr = bytes.get(2).is_some_and(|f| f & 0x80 != 0);
+                return Handled::Dropped(if qr && bytes.len() >= 12 {
+                    DropReason::Response
+                } else {
+                    DropReason::Malformed
+                });
+            }
             Err(rejection) => {
-                return respond_if_nonempty(response::encode_error(&rejection, &self.opts, out));
+                let (qtype, rcode) = match &rejection {
+                    Rejection::Error { query, rcode, .. } => {
+                        (query.as_ref().map(|q| q.query_type()), *rcode)
+                    }
+                    Rejection::Drop => (None, ResponseCode::FormErr),
+                };
+                let len = response::encode_error(&rejection, &self.opts, out);
+                return Handled::encoded(len, qtype, rcode);
             }
         };
         let max_size = self.max_size(&req, transport);
@@ -90,7 +128,8 @@ impl Handler {
         let zones = self.zones.load();
         match auth::answer(&req, &zones) {
             Some(answer) => {
-                respond_if_nonempty(response::encode(&req, &answer, max_size, &self.opts, out))
+                let len = response::encode(&req, &answer, max_size, &self.opts, out);
+                Handled::encoded(len, Some(req.query.query_type()), answer.rcode)
             }
             // Not authoritative for the name and no recursion (yet): REFUSED, as Knot does.
             None => self.refuse(&req, ResponseCode::Refused, max_size, out),
@@ -115,7 +154,7 @@ impl Handler {
         rcode: ResponseCode,
         max_size: u16,
         out: &mut Vec<u8>,
-    ) -> Outcome {
+    ) -> Handled {
         let answer = Answer {
             rcode,
             authoritative: false,
@@ -124,14 +163,36 @@ impl Handler {
             additionals: Vec::new(),
             required_additionals: 0,
         };
-        respond_if_nonempty(response::encode(req, &answer, max_size, &self.opts, out))
+        let len = response::encode(req, &answer, max_size, &self.opts, out);
+        Handled::encoded(len, Some(req.query.query_type()), rcode)
     }
 }
 
-fn respond_if_nonempty(len: usize) -> Outcome {
-    if len == 0 {
-        Outcome::Drop
-    } else {
-        Outcome::Respond
+/// What became of one message, for the listener and its counters.
+#[derive(Clone, Copy)]
+enum Handled {
+    /// `out` holds a response with this rcode to a question of this type (`None` when the
+    /// question did not parse).
+    Answered {
+        qtype: Option<RecordType>,
+        rcode: ResponseCode,
+    },
+    Dropped(DropReason),
+}
+
+impl Handled {
+    fn encoded(len: usize, qtype: Option<RecordType>, rcode: ResponseCode) -> Handled {
+        if len == 0 {
+            Handled::Dropped(DropReason::EncodeFailed)
+        } else {
+            Handled::Answered { qtype, rcode }
+        }
+    }
+
+    fn outcome(self) -> Outcome {
+        match self {
+            Handled::Answered { .. } => Outcome::Respond,
+            Handled::Dropped(_) => Outcome::Drop,
+        }
     }
 }

@@ -14,6 +14,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod handler;
+pub mod metrics;
 pub mod runtime;
 pub mod server;
 pub mod sys;

@@ -1,0 +1,191 @@
+//! The metrics endpoint: a small HTTP/1.1 server with `/metrics` and `/health`.
+//!
+//! It runs on the runtime it is given (the heavy-job runtime), never on the latency
+//! workers: a scrape walks every counter block, the zone set and /proc. Connections are
+//! few and bounded; each must send its request head promptly and finish within a time
+//! limit, so a slow or idle client cannot hold a slot for long.
+
+use std::convert::Infallible;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus_client::registry::Registry;
+use serde::Deserialize;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::TcpListener;
+use tokio::runtime::Handle;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::Metrics;
+
+/// Content type of the exposition: prometheus-client writes OpenMetrics 1.0 text (ending
+/// in `# EOF`), which Prometheus negotiates and accepts.
+pub const CONTENT_TYPE_OPENMETRICS: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Connections served at once; further ones are closed right after accept.
+const MAX_CONNECTIONS: usize = 8;
+/// Time allowed for a request head to arrive.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Lifetime of one connection (keep-alive included).
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `[metrics]` in the configuration file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` and `/health`. Default: false (so that several servers on one
+    /// host, e.g. tests, do not compete for the port).
+    pub enabled: bool,
+    /// Address of the HTTP endpoint. Default: "127.0.0.1:9153".
+    pub listen: SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: false,
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 9153)),
+        }
+    }
+}
+
+/// Binds `listen` and serves `/metrics` and `/health` on `rt` until `token` is cancelled.
+/// Binding happens before anything is spawned, so an error leaves nothing running.
+/// Returns the bound address (useful when port 0 was asked).
+pub fn spawn_metrics_server(
+    rt: &Handle,
+    listen: SocketAddr,
+    metrics: Arc<Metrics>,
+    token: CancellationToken,
+    tracker: &TaskTracker,
+) -> io::Result<SocketAddr> {
+    let socket = Socket::new(
+        Domain::for_address(listen),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&listen.into())?;
+    socket.listen(64)?;
+    let listener = {
+        let _enter = rt.enter();
+        TcpListener::from_std(socket.into())?
+    };
+    let bound = listener.local_addr()?;
+    let registry = Arc::new(metrics.registry());
+    let server = Server {
+        metrics,
+        registry,
+        slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+        token,
+        tracker: tracker.clone(),
+    };
+    tracker.spawn_on(server.run(listener), rt);
+    Ok(bound)
+}
+
+struct Server {
+    metrics: Arc<Metrics>,
+    registry: Arc<Registry>,
+    slots: Arc<Semaphore>,
+    token: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Server {
+    async fn run(self, listener: TcpListener) {
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                () = self.token.cancelled() => return,
+                a = listener.accept() => a,
+            };
+            let Ok((stream, _)) = accepted else {
+                // Out of descriptors or similar: pause rather than spin.
+                tokio::select! {
+                    () = self.token.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                }
+            };
+            let Ok(permit) = Arc::clone(&self.slots).try_acquire_owned() else {
+                drop(stream); // over the connection bound
+                continue;
+            };
+            let metrics = Arc::clone(&self.metrics);
+            let registry = Arc::clone(&self.registry);
+            let token = self.token.clone();
+            self.tracker.spawn(async move {
+                let service = service_fn(move |req| {
+                    let response = respond(&req, &metrics, &registry);
+                    async move { Ok::<_, Infallible>(response) }
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .serve_connection(TokioIo::new(stream), service);
+                tokio::select! {
+                    () = token.cancelled() => {}
+                    _ = tokio::time::timeout(CONNECTION_TIMEOUT, conn) => {}
+                }
+                drop(permit);
+            });
+        }
+    }
+}
+
+fn respond(
+    req: &Request<Incoming>,
+    metrics: &Metrics,
+    registry: &Registry,
+) -> Response<Full<Bytes>> {
+    let path = req.uri().path();
+    if path != "/metrics" && path != "/health" {
+        return plain(StatusCode::NOT_FOUND, "not found\n");
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        r.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    if path == "/health" {
+        return if metrics.is_ready() {
+            plain(StatusCode::OK, "ok\n")
+        } else {
+            plain(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+        };
+    }
+    let mut body = String::with_capacity(16 * 1024);
+    if prometheus_client::encoding::text::encode(&mut body, registry).is_err() {
+        return plain(StatusCode::INTERNAL_SERVER_ERROR, "encoding failed\n");
+    }
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(CONTENT_TYPE_OPENMETRICS),
+    );
+    r
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
