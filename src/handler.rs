@@ -113,7 +113,10 @@ impl Handler {
             // RFC 1035 §4.1.1 names NOTIMP for unsupported kinds of query.
             return self.refuse(&req, ResponseCode::NotImp, max_size, out);
         }
-        if req.query.query_class() != DNSClass::IN {
+        let class = req.query.query_class();
+        // QCLASS `*` matches every class (RFC 1035 §3.2.5); we only serve IN, so it is answered
+        // from IN data, as Knot does.
+        if class != DNSClass::IN && class != DNSClass::ANY {
             // Only IN zones are served; like Knot, other classes are REFUSED.
             return self.refuse(&req, ResponseCode::Refused, max_size, out);
         }

@@ -1,1 +1,500 @@
-//! TODO
+//! Process lifecycle: the two runtimes, startup, signals, reload and graceful shutdown.
+//!
+//! - The **latency runtime** (`workers` threads named `muninn-lat-N`) runs the listeners and
+//!   answers queries. Nothing slow may run there.
+//! - The **heavy-job runtime** (`heavy_workers` threads named `muninn-heavy-N`, at a lower
+//!   CPU priority) runs zone parsing, validation and snapshot building.
+//!
+//! One root [`CancellationToken`] is cancelled exactly once, on SIGTERM/SIGINT; every
+//! long-lived task holds a child token and is spawned through one [`TaskTracker`], so
+//! shutdown is: cancel, close the tracker, wait for it (bounded by the grace period).
+//!
+//! SIGHUP requests a zone reload. Requests are coalesced with a [`Notify`]: at most one
+//! reload runs and at most one more is pending, however many signals arrive.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use futures::StreamExt;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook_tokio::Signals;
+use tokio::runtime::{Builder, Handle, Runtime};
+use tokio::sync::{Mutex, Notify};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use crate::config::{Config, ConfigError, LogConfig, LogFormat, Overrides, RuntimeConfig};
+use crate::handler::Handler;
+use crate::reload::{LoadReport, ReloadError, ZoneLoader, log_report};
+use crate::zone::ZoneSet;
+use crate::{server, sys};
+
+/// Prefix of latency worker thread names.
+pub const LATENCY_THREAD_PREFIX: &str = "muninn-lat-";
+/// Prefix of heavy-job thread names.
+pub const HEAVY_THREAD_PREFIX: &str = "muninn-heavy-";
+
+/// Why the server could not start (once started, it only stops on a signal).
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot start the {0} runtime: {1}")]
+    Runtime(&'static str, std::io::Error),
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+    #[error("initial zone load failed: {0}")]
+    InitialLoad(#[from] ReloadError),
+    #[error("cannot listen: {0}")]
+    Listen(std::io::Error),
+}
+
+/// The latency runtime and the heavy-job runtime.
+pub struct Runtimes {
+    pub latency: Runtime,
+    pub heavy: Runtime,
+}
+
+impl Runtimes {
+    pub fn build(config: &RuntimeConfig) -> Result<Runtimes, ServeError> {
+        let latency = Builder::new_multi_thread()
+            .worker_threads(config.effective_workers())
+            .thread_name_fn(numbered(LATENCY_THREAD_PREFIX))
+            .enable_all()
+            .build()
+            .map_err(|e| ServeError::Runtime("latency", e))?;
+        let nice = config.heavy_nice;
+        let heavy = Builder::new_multi_thread()
+            .worker_threads(config.heavy_workers.max(1))
+            .thread_name_fn(numbered(HEAVY_THREAD_PREFIX))
+            .on_thread_start(move || {
+                // Heavy jobs must leave the CPU to query answering when both compete.
+                if let Err(e) = sys::lower_thread_priority(nice) {
+                    warn!("cannot lower heavy-job thread priority to nice {nice}: {e}");
+                }
+            })
+            .enable_all()
+            .build()
+            .map_err(|e| ServeError::Runtime("heavy-job", e))?;
+        Ok(Runtimes { latency, heavy })
+    }
+
+    /// Stops both runtimes without waiting for tasks that ignore cancellation.
+    pub fn shutdown(self) {
+        self.heavy.shutdown_background();
+        self.latency.shutdown_timeout(Duration::from_millis(100));
+    }
+}
+
+fn numbered(prefix: &'static str) -> impl Fn() -> String + Send + Sync + 'static {
+    let next = AtomicUsize::new(0);
+    move || format!("{prefix}{}", next.fetch_add(1, Ordering::Relaxed))
+}
+
+/// True on a heavy-job runtime thread.
+pub fn on_heavy_thread() -> bool {
+    std::thread::current()
+        .name()
+        .is_some_and(|n| n.starts_with(HEAVY_THREAD_PREFIX))
+}
+
+/// Installs the global log subscriber: RUST_LOG when set and valid, else the config level.
+pub fn init_logging(log: &LogConfig) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(log.level.as_str()));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    // Fails only when a subscriber is already installed (tests): keep that one.
+    let _ = match log.format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Runs the server until SIGTERM/SIGINT. `config_path` None means built-in defaults.
+pub fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result<(), ServeError> {
+    let started = Instant::now();
+    let zones = Arc::new(ArcSwap::from_pointee(ZoneSet::new()));
+    let loader = ZoneLoader::new(config_path, overrides, zones);
+    let config = loader.read_config()?;
+    init_logging(&config.log);
+    let runtimes = Runtimes::build(&config.runtime)?;
+    let result = runtimes
+        .latency
+        .block_on(run(&runtimes, config, loader, started));
+    runtimes.shutdown();
+    result
+}
+
+/// Loads zones on the heavy runtime and waits for the result.
+async fn load_on_heavy(
+    heavy: &Handle,
+    loader: &Arc<Mutex<ZoneLoader>>,
+) -> Result<LoadReport, ReloadError> {
+    let loader = Arc::clone(loader);
+    heavy
+        .spawn(async move { loader.lock().await.reload().await })
+        .await?
+}
+
+async fn run(
+    rt: &Runtimes,
+    config: Config,
+    loader: ZoneLoader,
+    started: Instant,
+) -> Result<(), ServeError> {
+    let root = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    // Installed first: SIGHUP's default action would kill the process.
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(ServeError::Signals)?;
+    let heavy = rt.heavy.handle();
+    let zones = Arc::clone(loader.zones());
+    let loader = Arc::new(Mutex::new(loader));
+    let reload_requested = Arc::new(Notify::new());
+
+    // Startup load; SIGTERM/SIGINT meanwhile stops here, SIGHUP loads again afterwards
+    // (a file may have changed after it was read).
+    let load = load_on_heavy(heavy, &loader);
+    tokio::pin!(load);
+    let report = loop {
+        tokio::select! {
+            report = &mut load => break report?,
+            signal = signals.next() => match signal {
+                Some(SIGHUP) => reload_requested.notify_one(),
+                _ => {
+                    info!("stopped during startup");
+                    return Ok(());
+                }
+            },
+        }
+    };
+    log_report("zone load", &report);
+
+    let handler = Arc::new(Handler::new(
+        Arc::clone(&zones),
+        config.limits.max_udp_payload,
+    ));
+    let listen = &config.server.listen;
+    let listeners = server::spawn_listeners(
+        rt.latency.handle(),
+        handler,
+        listen,
+        listen,
+        server_limits(&config.limits),
+        config.runtime.effective_workers(),
+        root.child_token(),
+        &tracker,
+    )
+    .map_err(ServeError::Listen)?;
+    info!(
+        udp = ?listeners.udp_addrs(),
+        tcp = ?listeners.tcp_addrs(),
+        zones = zones.load().len(),
+        workers = config.runtime.effective_workers(),
+        heavy_workers = config.runtime.heavy_workers,
+        startup_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "muninn serving"
+    );
+
+    tracker.spawn(reload_loop(
+        rt.heavy.handle().clone(),
+        Arc::clone(&loader),
+        Arc::clone(&reload_requested),
+        root.child_token(),
+    ));
+
+    while let Some(signal) = signals.next().await {
+        match signal {
+            SIGHUP => {
+                info!("SIGHUP: zone reload requested");
+                reload_requested.notify_one();
+            }
+            _ => {
+                info!(signal, "stopping: no new queries accepted");
+                break;
+            }
+        }
+    }
+
+    // RFC 7766 §6.2.3 lets a server close idle TCP connections; in-flight queries get the
+    // grace period to finish.
+    let stopping = Instant::now();
+    root.cancel();
+    tracker.close();
+    let grace = config.limits.shutdown_grace();
+    match tokio::time::timeout(grace, tracker.wait()).await {
+        Ok(()) => info!(
+            elapsed_ms = stopping.elapsed().as_secs_f64() * 1000.0,
+            "shutdown complete"
+        ),
+        Err(_) => warn!(
+            still_running = tracker.len(),
+            grace_ms = grace.as_millis() as u64,
+            "grace period over, exiting with tasks still running"
+        ),
+    }
+    Ok(())
+}
+
+/// Runs one reload per notification until cancelled. A `Notify` holds at most one permit,
+/// so signals arriving during a reload collapse into a single pending one.
+async fn reload_loop(
+    heavy: Handle,
+    loader: Arc<Mutex<ZoneLoader>>,
+    requested: Arc<Notify>,
+    token: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = requested.notified() => {}
+        }
+        let result = tokio::select! {
+            _ = token.cancelled() => return,
+            result = load_on_heavy(&heavy, &loader) => result,
+        };
+        match result {
+            Ok(report) => log_report("zone reload", &report),
+            Err(e) => error!("zone reload failed, previous zones still served: {e}"),
+        }
+    }
+}
+
+fn server_limits(limits: &crate::config::Limits) -> server::Limits {
+    server::Limits {
+        max_tcp_connections: limits.max_tcp_connections,
+        tcp_idle_timeout: limits.tcp_idle_timeout(),
+        tcp_io_timeout: limits.tcp_message_timeout(),
+        max_in_flight: limits.max_queries_in_flight,
+        ..server::Limits::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reload::ZoneOutcome;
+    use hickory_proto::rr::{LowerName, Name};
+    use std::path::Path;
+
+    const ZONE: &str = "$TTL 300\n\
+        @ IN SOA ns.example. host.example. 1 3600 600 86400 300\n\
+        @ IN NS ns.example.\n\
+        www IN A 192.0.2.1\n";
+
+    struct TempDir(PathBuf);
+    impl TempDir {
+        fn new(tag: &str) -> TempDir {
+            let dir = std::env::temp_dir().join(format!("muninn-rt-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+    }
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn runtimes() -> Runtimes {
+        Runtimes::build(&RuntimeConfig {
+            workers: 1,
+            heavy_workers: 2,
+            heavy_nice: 7,
+        })
+        .unwrap()
+    }
+
+    fn loader(dir: &Path) -> Arc<Mutex<ZoneLoader>> {
+        let zones = Arc::new(ArcSwap::from_pointee(ZoneSet::new()));
+        let overrides = Overrides {
+            zones_dir: Some(dir.to_path_buf()),
+            ..Overrides::default()
+        };
+        Arc::new(Mutex::new(ZoneLoader::new(None, overrides, zones)))
+    }
+
+    fn reload(rt: &Runtimes, loader: &Arc<Mutex<ZoneLoader>>) -> LoadReport {
+        rt.latency
+            .block_on(load_on_heavy(rt.heavy.handle(), loader))
+            .unwrap()
+    }
+
+    fn served(loader: &Arc<Mutex<ZoneLoader>>, name: &str) -> Option<Arc<crate::zone::Zone>> {
+        let zones = Arc::clone(loader.blocking_lock().zones());
+        let set = zones.load();
+        set.get(&LowerName::new(&Name::from_ascii(name).unwrap()))
+            .cloned()
+    }
+
+    fn outcome(report: &LoadReport, origin: &str) -> ZoneOutcome {
+        report
+            .zones
+            .iter()
+            .find(|z| z.origin == origin)
+            .unwrap()
+            .outcome
+            .clone()
+    }
+
+    #[test]
+    fn zones_are_parsed_on_heavy_threads() {
+        let dir = TempDir::new("heavy");
+        std::fs::write(dir.0.join("a.test.zone"), ZONE).unwrap();
+        std::fs::write(dir.0.join("b.test.zone"), ZONE).unwrap();
+        let rt = runtimes();
+        let loader = loader(&dir.0);
+        let report = reload(&rt, &loader);
+        assert_eq!(report.zones.len(), 2);
+        for z in &report.zones {
+            assert_eq!(z.outcome, ZoneOutcome::Added);
+            let thread = z.parsed_on.as_deref().unwrap();
+            assert!(
+                thread.starts_with(HEAVY_THREAD_PREFIX),
+                "parsed on {thread}"
+            );
+        }
+        assert_eq!(report.served, 2);
+        rt.shutdown();
+    }
+
+    #[test]
+    fn thread_names_and_heavy_priority() {
+        let rt = runtimes();
+        let (name, nice) = rt
+            .latency
+            .block_on(rt.heavy.spawn(async {
+                (
+                    std::thread::current().name().map(String::from),
+                    thread_nice(),
+                )
+            }))
+            .unwrap();
+        assert!(name.unwrap().starts_with(HEAVY_THREAD_PREFIX));
+        assert_eq!(nice, Some(7));
+        let (name, heavy) = rt
+            .latency
+            .block_on(rt.latency.spawn(async {
+                (
+                    std::thread::current().name().map(String::from),
+                    on_heavy_thread(),
+                )
+            }))
+            .unwrap();
+        assert!(name.unwrap().starts_with(LATENCY_THREAD_PREFIX));
+        assert!(!heavy);
+        rt.shutdown();
+    }
+
+    /// Nice value of the calling thread, from /proc (field 19 of stat, after the `(comm)`).
+    fn thread_nice() -> Option<i32> {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+        let after_comm = stat.rsplit_once(')')?.1;
+        after_comm.split_whitespace().nth(16)?.parse().ok()
+    }
+
+    #[test]
+    fn reload_reuses_unchanged_swaps_changed_keeps_broken_drops_removed() {
+        let dir = TempDir::new("reload");
+        let keep = dir.0.join("keep.test.zone");
+        let change = dir.0.join("change.test.zone");
+        let broken = dir.0.join("broken.test.zone");
+        let gone = dir.0.join("gone.test.zone");
+        for f in [&keep, &change, &broken, &gone] {
+            std::fs::write(f, ZONE).unwrap();
+        }
+        let rt = runtimes();
+        let loader = loader(&dir.0);
+        reload(&rt, &loader);
+        let keep_v1 = served(&loader, "keep.test.").unwrap();
+        let broken_v1 = served(&loader, "broken.test.").unwrap();
+
+        std::fs::write(&change, ZONE.replace(" 1 3600", " 2 3600")).unwrap();
+        std::fs::write(&broken, format!("{ZONE}bad IN A 300.1.1.1\n")).unwrap();
+        std::fs::remove_file(&gone).unwrap();
+        std::fs::write(dir.0.join("new.test.zone"), ZONE).unwrap();
+        let report = reload(&rt, &loader);
+
+        assert_eq!(outcome(&report, "keep.test."), ZoneOutcome::Unchanged);
+        assert_eq!(outcome(&report, "change.test."), ZoneOutcome::Changed);
+        assert_eq!(
+            outcome(&report, "broken.test."),
+            ZoneOutcome::Failed { kept_old: true }
+        );
+        assert_eq!(outcome(&report, "gone.test."), ZoneOutcome::Removed);
+        assert_eq!(outcome(&report, "new.test."), ZoneOutcome::Added);
+        let errors = &report
+            .zones
+            .iter()
+            .find(|z| z.origin == "broken.test.")
+            .unwrap()
+            .errors;
+        let expected = format!("{}:5:", broken.display());
+        assert!(
+            errors.iter().any(|e| e.starts_with(&expected)),
+            "{errors:?}"
+        );
+
+        assert!(Arc::ptr_eq(
+            &keep_v1,
+            &served(&loader, "keep.test.").unwrap()
+        ));
+        assert!(Arc::ptr_eq(
+            &broken_v1,
+            &served(&loader, "broken.test.").unwrap()
+        ));
+        assert_eq!(served(&loader, "change.test.").unwrap().serial(), 2);
+        assert!(served(&loader, "gone.test.").is_none());
+        assert!(served(&loader, "new.test.").is_some());
+        assert_eq!(report.served, 4);
+
+        // Fixing the broken file is picked up even though its old version had the same name.
+        std::fs::write(&broken, ZONE.replace(" 1 3600", " 3 3600")).unwrap();
+        let report = reload(&rt, &loader);
+        assert_eq!(outcome(&report, "broken.test."), ZoneOutcome::Changed);
+        assert_eq!(served(&loader, "broken.test.").unwrap().serial(), 3);
+        rt.shutdown();
+    }
+
+    #[test]
+    fn broken_new_zone_is_not_served_and_others_are() {
+        let dir = TempDir::new("newbroken");
+        std::fs::write(dir.0.join("ok.test.zone"), ZONE).unwrap();
+        std::fs::write(dir.0.join("bad.test.zone"), "@ IN A 192.0.2.1\n").unwrap();
+        let rt = runtimes();
+        let loader = loader(&dir.0);
+        let report = reload(&rt, &loader);
+        assert_eq!(
+            outcome(&report, "bad.test."),
+            ZoneOutcome::Failed { kept_old: false }
+        );
+        assert!(served(&loader, "bad.test.").is_none());
+        assert!(served(&loader, "ok.test.").is_some());
+        rt.shutdown();
+    }
+
+    #[test]
+    fn missing_zone_directory_fails_the_reload_and_keeps_zones() {
+        let dir = TempDir::new("nodir");
+        std::fs::write(dir.0.join("ok.test.zone"), ZONE).unwrap();
+        let rt = runtimes();
+        let loader = loader(&dir.0);
+        reload(&rt, &loader);
+        std::fs::remove_dir_all(&dir.0).unwrap();
+        let result = rt
+            .latency
+            .block_on(load_on_heavy(rt.heavy.handle(), &loader));
+        assert!(matches!(result, Err(ReloadError::Config(_))), "{result:?}");
+        assert!(served(&loader, "ok.test.").is_some());
+        rt.shutdown();
+    }
+}
