@@ -19,7 +19,10 @@ pub use counters::{
     CloseCounters, CloseReason, DropReason, LATENCY_BUCKETS, QTYPES, QueryCounters, QueryTotals,
     RCODES, Writer,
 };
-pub use http::{MetricsConfig, spawn_metrics_server};
+pub use http::{
+    CONTENT_TYPE_OPENMETRICS, CONTENT_TYPE_PROMETHEUS, MetricsConfig, spawn_metrics_server,
+    to_prometheus_text,
+};
 pub use process::ProcessStats;
 
 use std::collections::HashMap;
@@ -367,6 +370,26 @@ fn counter<S: EncodeLabelSet>(
     Ok(())
 }
 
+/// A counter without labels.
+fn counter1(enc: &mut DescriptorEncoder<'_>, name: &str, help: &str, v: u64) -> fmt::Result {
+    enc.encode_descriptor(name, help, None, MetricType::Counter)?
+        .encode_counter::<NoLabelSet, _, u64>(&v, None)
+}
+
+/// A gauge without labels; `None` writes the family with no sample.
+fn gauge1<V: prometheus_client::encoding::EncodeGaugeValue>(
+    enc: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    v: Option<V>,
+) -> fmt::Result {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    match v {
+        Some(v) => m.encode_gauge(&v),
+        None => Ok(()),
+    }
+}
+
 fn gauge<S: EncodeLabelSet, V: prometheus_client::encoding::EncodeGaugeValue>(
     enc: &mut DescriptorEncoder<'_>,
     name: &str,
@@ -511,17 +534,17 @@ impl Metrics {
             "UDP receive errors.",
             &[([("transport", "udp")], s.recv_errors)],
         )?;
-        counter(
+        counter1(
             enc,
             "muninn_tcp_accept_errors",
             "Failed TCP accepts (e.g. out of file descriptors).",
-            &[(NoLabels, s.tcp_accept_errors)],
+            s.tcp_accept_errors,
         )?;
-        counter(
+        counter1(
             enc,
             "muninn_tcp_connections_accepted",
             "TCP connections accepted and served (not counting those closed at once over the cap).",
-            &[(NoLabels, s.tcp_accepted)],
+            s.tcp_accepted,
         )?;
         let closed_served: u64 = CloseReason::ALL
             .iter()
@@ -529,11 +552,11 @@ impl Metrics {
             .filter(|(r, _)| **r != CloseReason::Cap)
             .map(|(_, v)| v)
             .sum();
-        gauge(
+        gauge1(
             enc,
             "muninn_tcp_connections_open",
             "TCP connections open now.",
-            &[(NoLabels, s.tcp_accepted.saturating_sub(closed_served))],
+            Some(s.tcp_accepted.saturating_sub(closed_served)),
         )?;
         counter(
             enc,
@@ -564,11 +587,11 @@ impl Metrics {
                 .collect()
         };
         rows.sort_by(|a, b| a.0.cmp(&b.0));
-        gauge(
+        gauge1(
             enc,
             "muninn_zones",
             "Zones served.",
-            &[(NoLabels, rows.len() as u64)],
+            Some(rows.len() as u64),
         )?;
         gauge(
             enc,
@@ -618,16 +641,11 @@ impl Metrics {
         )?;
         r.duration.encode(&mut m)?;
         let last = r.last_success_ms.load(Ordering::Relaxed);
-        let series: Vec<(NoLabels, f64)> = if last > 0 {
-            vec![(NoLabels, last as f64 / 1000.0)]
-        } else {
-            Vec::new()
-        };
-        gauge(
+        gauge1(
             enc,
             "muninn_reload_last_success_timestamp_seconds",
             "When the last successful zone load finished (Unix time).",
-            &series,
+            (last > 0).then(|| last as f64 / 1000.0),
         )
     }
 
@@ -681,10 +699,7 @@ impl Metrics {
 
     fn encode_process(&self, enc: &mut DescriptorEncoder<'_>) -> fmt::Result {
         let p = ProcessStats::read();
-        let one = |v: Option<f64>| -> Vec<(NoLabels, f64)> {
-            v.map(|v| (NoLabels, v)).into_iter().collect()
-        };
-        let int = |v: Option<u64>| one(v.map(|v| v as f64));
+        let int = |v: Option<u64>| v.map(|v| v as f64);
         let mut m = enc.encode_descriptor(
             "process_cpu_seconds",
             "Total user and system CPU time spent in seconds.",
@@ -694,52 +709,42 @@ impl Metrics {
         if let Some(cpu) = p.cpu_seconds {
             m.encode_counter::<NoLabelSet, _, u64>(&cpu, None)?;
         }
-        gauge(
+        gauge1(
             enc,
             "process_resident_memory_bytes",
             "Resident memory size in bytes.",
-            &int(p.resident_bytes),
+            int(p.resident_bytes),
         )?;
-        gauge(
+        gauge1(
             enc,
             "process_virtual_memory_bytes",
             "Virtual memory size in bytes.",
-            &int(p.virtual_bytes),
+            int(p.virtual_bytes),
         )?;
-        gauge(
+        gauge1(
             enc,
             "process_open_fds",
             "Number of open file descriptors.",
-            &int(p.open_fds),
+            int(p.open_fds),
         )?;
-        gauge(
+        gauge1(
             enc,
             "process_max_fds",
             "Maximum number of open file descriptors.",
-            &int(p.max_fds),
+            int(p.max_fds),
         )?;
-        gauge(
+        gauge1(
             enc,
             "process_threads",
             "Number of OS threads.",
-            &int(p.threads),
+            int(p.threads),
         )?;
-        gauge(
+        gauge1(
             enc,
             "process_start_time_seconds",
             "Start time of the process since unix epoch in seconds.",
-            &one(p.start_time_seconds),
+            p.start_time_seconds,
         )
-    }
-}
-
-/// The empty label set.
-#[derive(Debug, Clone, Copy)]
-struct NoLabels;
-
-impl EncodeLabelSet for NoLabels {
-    fn encode(&self, _: &mut prometheus_client::encoding::LabelSetEncoder<'_>) -> fmt::Result {
-        Ok(())
     }
 }
 
@@ -751,11 +756,11 @@ impl Collector for Metrics {
             "Always 1; the version is in the label.",
             &[([("version", env!("CARGO_PKG_VERSION"))], 1u64)],
         )?;
-        gauge(
+        gauge1(
             &mut enc,
             "muninn_ready",
             "1 once zones are loaded and listeners run, 0 before and while stopping.",
-            &[(NoLabels, u64::from(self.is_ready()))],
+            Some(u64::from(self.is_ready())),
         )?;
         self.encode_queries(&mut enc)?;
         self.encode_zones(&mut enc)?;
