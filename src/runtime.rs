@@ -32,7 +32,7 @@ use crate::config::{Config, ConfigError, LogConfig, LogFormat, Overrides, Runtim
 use crate::handler::Handler;
 use crate::reload::{LoadReport, ReloadError, ZoneLoader, log_report};
 use crate::zone::ZoneSet;
-use crate::{server, sys};
+use crate::{notify, server, sys};
 
 /// Prefix of latency worker thread names.
 pub const LATENCY_THREAD_PREFIX: &str = "muninn-lat-";
@@ -204,6 +204,9 @@ async fn run(
         "muninn serving"
     );
 
+    notify::spawn_watchdog(rt.latency.handle(), root.child_token(), &tracker);
+    notify::ready(&format!("serving {} zones", zones.load().len()));
+
     tracker.spawn(reload_loop(
         rt.heavy.handle().clone(),
         Arc::clone(&loader),
@@ -227,6 +230,7 @@ async fn run(
     // RFC 7766 §6.2.3 lets a server close idle TCP connections; in-flight queries get the
     // grace period to finish.
     let stopping = Instant::now();
+    notify::stopping();
     root.cancel();
     tracker.close();
     let grace = config.limits.shutdown_grace();
@@ -257,13 +261,20 @@ async fn reload_loop(
             _ = token.cancelled() => return,
             _ = requested.notified() => {}
         }
+        notify::reloading();
         let result = tokio::select! {
             _ = token.cancelled() => return,
             result = load_on_heavy(&heavy, &loader) => result,
         };
         match result {
-            Ok(report) => log_report("zone reload", &report),
-            Err(e) => error!("zone reload failed, previous zones still served: {e}"),
+            Ok(report) => {
+                log_report("zone reload", &report);
+                notify::ready(&format!("serving {} zones", report.served));
+            }
+            Err(e) => {
+                error!("zone reload failed, previous zones still served: {e}");
+                notify::ready("reload failed, previous zones still served");
+            }
         }
     }
 }
