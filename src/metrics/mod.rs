@@ -38,6 +38,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, NoLabelSet}
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use crate::reload::{LoadReport, ZoneOutcome};
 use crate::server::{Listeners, TcpInFlight, TcpStats, UdpStats};
 use crate::zone::ZoneSet;
 
@@ -230,6 +231,20 @@ impl ReloadMetrics {
     /// served are not reported, whatever is recorded here.
     pub fn zone_loaded(&self, origin: &Name, at: SystemTime) {
         lock(&self.zone_loaded).insert(LowerName::new(origin), at);
+    }
+
+    /// Records a finished load from its report: a success when no zone failed, and the
+    /// load time of every zone added or changed.
+    pub fn record_report(&self, report: &LoadReport) {
+        self.record(report.failed() == 0, report.elapsed);
+        let now = SystemTime::now();
+        for z in &report.zones {
+            if matches!(z.outcome, ZoneOutcome::Added | ZoneOutcome::Changed)
+                && let Ok(origin) = Name::from_ascii(&z.origin)
+            {
+                self.zone_loaded(&origin, now);
+            }
+        }
     }
 
     pub fn succeeded(&self) -> u64 {
@@ -767,5 +782,76 @@ impl Collector for Metrics {
         self.encode_reloads(&mut enc)?;
         self.encode_jobs(&mut enc)?;
         self.encode_process(&mut enc)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reload::ZoneReport;
+
+    fn zone_report(origin: &str, outcome: ZoneOutcome) -> ZoneReport {
+        ZoneReport {
+            origin: origin.to_string(),
+            outcome,
+            parsed_on: None,
+            elapsed: Duration::from_millis(1),
+            errors: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn reload_report_counts_and_load_times() {
+        let r = ReloadMetrics::default();
+        let report = LoadReport {
+            zones: vec![
+                zone_report("a.test.", ZoneOutcome::Added),
+                zone_report("b.test.", ZoneOutcome::Unchanged),
+                zone_report("c.test.", ZoneOutcome::Changed),
+            ],
+            served: 3,
+            elapsed: Duration::from_millis(30),
+        };
+        r.record_report(&report);
+        assert_eq!((r.succeeded(), r.failed()), (1, 0));
+        let loaded = lock(&r.zone_loaded);
+        let key = |n: &str| LowerName::new(&Name::from_ascii(n).unwrap());
+        assert!(loaded.contains_key(&key("a.test.")));
+        assert!(!loaded.contains_key(&key("b.test.")));
+        assert!(loaded.contains_key(&key("c.test.")));
+        drop(loaded);
+
+        let failed = LoadReport {
+            zones: vec![zone_report(
+                "a.test.",
+                ZoneOutcome::Failed { kept_old: true },
+            )],
+            served: 1,
+            elapsed: Duration::from_millis(2),
+        };
+        r.record_report(&failed);
+        assert_eq!((r.succeeded(), r.failed()), (1, 1));
+        assert_eq!(r.duration.count(), 2);
+    }
+
+    #[test]
+    fn job_guards_keep_gauges_balanced() {
+        let jobs = JobMetrics::default();
+        let a = jobs.enqueue("load");
+        let b = jobs.enqueue("load");
+        let s = jobs.stats("load");
+        assert_eq!(s.queued.load(Ordering::Relaxed), 2);
+        let running = a.start();
+        assert_eq!(s.queued.load(Ordering::Relaxed), 1);
+        assert_eq!(s.running.load(Ordering::Relaxed), 1);
+        running.finish(true);
+        drop(b); // never started
+        let c = jobs.enqueue("load").start();
+        drop(c); // dropped while running: a failure
+        assert_eq!(s.queued.load(Ordering::Relaxed), 0);
+        assert_eq!(s.running.load(Ordering::Relaxed), 0);
+        assert_eq!(s.succeeded.load(Ordering::Relaxed), 1);
+        assert_eq!(s.failed.load(Ordering::Relaxed), 1);
+        assert_eq!(s.duration.count(), 2);
     }
 }
