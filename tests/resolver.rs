@@ -92,9 +92,17 @@ fn a(ip: [u8; 4]) -> RData {
 impl FakeUpstream {
     /// Serves UDP and TCP on the same loopback port.
     async fn start() -> FakeUpstream {
-        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let addr = udp.local_addr().unwrap();
-        let tcp = TcpListener::bind(addr).await.unwrap();
+        // The kernel's free UDP port may be taken for TCP: try again with another one.
+        let mut bound = None;
+        for _ in 0..50 {
+            let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let addr = udp.local_addr().unwrap();
+            if let Ok(tcp) = TcpListener::bind(addr).await {
+                bound = Some((udp, addr, tcp));
+                break;
+            }
+        }
+        let (udp, addr, tcp) = bound.expect("no loopback port free for both UDP and TCP");
         let state = Arc::new(FakeState::default());
         state.ttl.store(300, Ordering::Relaxed);
         let token = CancellationToken::new();

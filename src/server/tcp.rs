@@ -226,8 +226,7 @@ impl Connection {
                 self.peer,
                 &mut message,
                 counters,
-            )
-            {
+            ) {
                 Outcome::Respond => {
                     counters.latency(received.elapsed(), 1);
                     let queued = Queued {
