@@ -57,6 +57,10 @@ pub struct Config {
     pub limits: Limits,
     /// Logging.
     pub log: LogConfig,
+    /// Caching resolver for names outside our zones (forwarding to upstreams).
+    pub recursion: crate::cache::ResolverConfig,
+    /// `/metrics` and `/health` HTTP endpoint.
+    pub metrics: crate::metrics::MetricsConfig,
 }
 
 /// `[server]`
@@ -177,6 +181,8 @@ impl Default for Config {
             runtime: RuntimeConfig::default(),
             limits: Limits::default(),
             log: LogConfig::default(),
+            recursion: crate::cache::ResolverConfig::default(),
+            metrics: crate::metrics::MetricsConfig::default(),
         }
     }
 }
@@ -384,6 +390,9 @@ impl Config {
                 return Err(format!("{key}: must be greater than 0"));
             }
         }
+        self.recursion
+            .validate()
+            .map_err(|e| format!("recursion: {e}"))?;
         let mut names = HashSet::new();
         for z in &self.zones.zone {
             let name = parse_zone_name(&z.name)
@@ -492,9 +501,12 @@ mod tests {
     }
 
     #[test]
-    fn shipped_config_is_exactly_the_defaults() {
+    fn shipped_config_is_the_defaults_plus_metrics() {
+        // The only key the shipped file sets is `[metrics] enabled = true`.
         let text = include_str!("../config.toml");
-        assert_eq!(parse(text).unwrap(), Config::default());
+        let mut expected = Config::default();
+        expected.metrics.enabled = true;
+        assert_eq!(parse(text).unwrap(), expected);
     }
 
     #[test]
@@ -510,6 +522,7 @@ mod tests {
             .collect::<Vec<_>>()
             .join("\n");
         let mut expected = Config::default();
+        expected.metrics.enabled = true;
         expected.zones.zone.push(ZoneEntry {
             name: "example.test.".into(),
             file: "zones/example.test.zone".into(),

@@ -5,6 +5,7 @@
 //! task per query, no await). It reads the zone snapshot through an `ArcSwap` (lock-free)
 //! and writes into the caller's own buffer; nothing is shared between concurrent requests.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -12,6 +13,8 @@ use hickory_proto::op::{OpCode, ResponseCode};
 use hickory_proto::rr::{DNSClass, RecordType};
 
 use crate::auth::{self, Answer};
+use crate::cache::{self, Recursion, Resolver};
+use crate::metrics::{DropReason, QueryCounters};
 use crate::wire::request::{self, Rejection, Request};
 use crate::wire::response::{self, EncodeOptions};
 use crate::zone::ZoneSet;
@@ -27,12 +30,16 @@ pub enum Transport {
 }
 
 /// What the listener should do after [`Handler::handle`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, PartialEq)]
 pub enum Outcome {
     /// `out` holds a complete DNS message to send back.
     Respond,
     /// Send nothing (e.g. the packet was a response, or too short to carry a header).
     Drop,
+    /// Not our name, the client may recurse and the cache cannot answer yet: run
+    /// [`Recursion::run`] as a task and send what it writes (it is bounded per client and
+    /// globally, and stops when its cancellation token fires).
+    Recurse(Box<Recursion>),
 }
 
 /// Answers queries from the zone snapshot currently published in `zones`.
@@ -40,6 +47,8 @@ pub enum Outcome {
 pub struct Handler {
     zones: Arc<ArcSwap<ZoneSet>>,
     opts: EncodeOptions,
+    /// The caching resolver, when recursion is enabled.
+    resolver: Option<Resolver>,
 }
 
 impl Handler {
@@ -49,7 +58,19 @@ impl Handler {
         Handler {
             zones,
             opts: EncodeOptions { max_udp_payload },
+            resolver: None,
         }
+    }
+
+    /// Adds the caching resolver: names outside our zones are then resolved for clients it
+    /// allows (see [`Resolver::allows`]), who also see RA=1.
+    pub fn with_resolver(mut self, resolver: Resolver) -> Handler {
+        self.resolver = Some(resolver);
+        self
+    }
+
+    pub fn resolver(&self) -> Option<&Resolver> {
+        self.resolver.as_ref()
     }
 
     /// The snapshot cell this handler reads; store a new `ZoneSet` here to publish it.
@@ -60,12 +81,65 @@ impl Handler {
     /// Handles one DNS message and, when there is something to send, encodes the response
     /// into `out` (cleared first; the message starts at offset 0, without a TCP length
     /// prefix).
-    pub fn handle(&self, bytes: &[u8], transport: Transport, out: &mut Vec<u8>) -> Outcome {
+    /// prefix). `peer` is the client's address (it decides who may recurse).
+    pub fn handle(
+        &self,
+        bytes: &[u8],
+        transport: Transport,
+        peer: SocketAddr,
+        out: &mut Vec<u8>,
+    ) -> Outcome {
+        self.respond(bytes, transport, peer, out).outcome()
+    }
+
+    /// [`Handler::handle`], also counting the message (question type and response code,
+    /// or why it was dropped) in the caller's per-worker block.
+    #[inline]
+    /// Queries handed to the resolver are counted by the resolver's own statistics.
+    pub fn handle_counted(
+        &self,
+        bytes: &[u8],
+        transport: Transport,
+        peer: SocketAddr,
+        out: &mut Vec<u8>,
+        counters: &QueryCounters,
+    ) -> Outcome {
+        let handled = self.respond(bytes, transport, peer, out);
+        match &handled {
+            Handled::Answered { qtype, rcode } => counters.answered(*qtype, *rcode),
+            Handled::Dropped(reason) => counters.dropped(*reason, 1),
+            Handled::Recurse(_) => {}
+        }
+        handled.outcome()
+    }
+
+    fn respond(
+        &self,
+        bytes: &[u8],
+        transport: Transport,
+        peer: SocketAddr,
+        out: &mut Vec<u8>,
+    ) -> Handled {
         let req = match request::parse(bytes) {
             Ok(req) => req,
-            Err(Rejection::Drop) => return Outcome::Drop,
+            Err(Rejection::Drop) => {
+                // Both cases of `Drop`: a response (QR=1) or too short for a header.
+                let qr = bytes.get(2).is_some_and(|f| f & 0x80 != 0);
+                return Handled::Dropped(if qr && bytes.len() >= 12 {
+                    DropReason::Response
+                } else {
+                    DropReason::Malformed
+                });
+            }
             Err(rejection) => {
-                return respond_if_nonempty(response::encode_error(&rejection, &self.opts, out));
+                let (qtype, rcode) = match &rejection {
+                    Rejection::Error { query, rcode, .. } => {
+                        (query.as_ref().map(|q| q.query_type()), *rcode)
+                    }
+                    Rejection::Drop => (None, ResponseCode::FormErr),
+                };
+                let len = response::encode_error(&rejection, &self.opts, out);
+                return Handled::encoded(len, qtype, rcode);
             }
         };
         let max_size = self.max_size(&req, transport);
@@ -90,13 +164,34 @@ impl Handler {
             return self.refuse(&req, ResponseCode::Refused, max_size, out);
         }
 
+        // Authoritative data always wins: our zones are answered from the zones, never from
+        // the cache.
         let zones = self.zones.load();
+        let recursor = self.resolver.as_ref().filter(|r| r.allows(peer.ip()));
+        let qtype = Some(req.query.query_type());
         match auth::answer(&req, &zones) {
             Some(answer) => {
-                respond_if_nonempty(response::encode(&req, &answer, max_size, &self.opts, out))
+                let len = response::encode(&req, &answer, max_size, &self.opts, out);
+                if recursor.is_some() {
+                    // RA tells a client it may recurse here (RFC 1035 §4.1.1).
+                    cache::entry::set_recursion_available(out);
+                }
+                Handled::encoded(len, qtype, answer.rcode)
             }
-            // Not authoritative for the name and no recursion (yet): REFUSED, as Knot does.
-            None => self.refuse(&req, ResponseCode::Refused, max_size, out),
+            None => match recursor {
+                Some(resolver) => {
+                    drop(zones);
+                    match resolver.start(req, transport, peer, max_size, &self.opts, out) {
+                        cache::Start::Answered(len) => {
+                            Handled::encoded(len, qtype, response_rcode(out))
+                        }
+                        cache::Start::Recurse(job) => Handled::Recurse(job),
+                    }
+                }
+                // Not authoritative for the name and the client may not recurse: REFUSED,
+                // as Knot does.
+                None => self.refuse(&req, ResponseCode::Refused, max_size, out),
+            },
         }
     }
 
@@ -118,7 +213,7 @@ impl Handler {
         rcode: ResponseCode,
         max_size: u16,
         out: &mut Vec<u8>,
-    ) -> Outcome {
+    ) -> Handled {
         let answer = Answer {
             rcode,
             authoritative: false,
@@ -127,14 +222,44 @@ impl Handler {
             additionals: Vec::new(),
             required_additionals: 0,
         };
-        respond_if_nonempty(response::encode(req, &answer, max_size, &self.opts, out))
+        let len = response::encode(req, &answer, max_size, &self.opts, out);
+        Handled::encoded(len, Some(req.query.query_type()), rcode)
     }
 }
 
-fn respond_if_nonempty(len: usize) -> Outcome {
-    if len == 0 {
-        Outcome::Drop
-    } else {
-        Outcome::Respond
+/// The rcode of an encoded response (header only; an OPT's extended bits are not needed
+/// for counting cache answers).
+fn response_rcode(msg: &[u8]) -> ResponseCode {
+    ResponseCode::from_low(msg.get(3).map_or(2, |b| b & 0x0f))
+}
+
+/// What became of one message, for the listener and its counters.
+enum Handled {
+    /// `out` holds a response with this rcode to a question of this type (`None` when the
+    /// question did not parse).
+    Answered {
+        qtype: Option<RecordType>,
+        rcode: ResponseCode,
+    },
+    Dropped(DropReason),
+    /// Handed to the resolver (see [`Outcome::Recurse`]).
+    Recurse(Box<Recursion>),
+}
+
+impl Handled {
+    fn encoded(len: usize, qtype: Option<RecordType>, rcode: ResponseCode) -> Handled {
+        if len == 0 {
+            Handled::Dropped(DropReason::EncodeFailed)
+        } else {
+            Handled::Answered { qtype, rcode }
+        }
+    }
+
+    fn outcome(self) -> Outcome {
+        match self {
+            Handled::Answered { .. } => Outcome::Respond,
+            Handled::Dropped(_) => Outcome::Drop,
+            Handled::Recurse(job) => Outcome::Recurse(job),
+        }
     }
 }

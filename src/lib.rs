@@ -11,9 +11,12 @@
 //! (`runtime`), never on a latency worker.
 
 pub mod auth;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod handler;
+pub mod metrics;
+pub mod notify;
 pub mod reload;
 pub mod runtime;
 pub mod server;

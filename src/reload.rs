@@ -258,14 +258,40 @@ impl ZoneLoader {
             set.insert(Arc::clone(&loaded.zone));
         }
         let served = set.len();
-        self.zones.store(Arc::new(set));
+        let retired = self.zones.swap(Arc::new(set));
         self.loaded = next;
+        retire(retired).await;
         reports.sort_by(|a, b| a.origin.cmp(&b.origin));
         Ok(LoadReport {
             zones: reports,
             served,
             elapsed: started.elapsed(),
         })
+    }
+}
+
+/// How long a retired snapshot may stay referenced by readers before we stop waiting.
+const RETIRE_PATIENCE: Duration = Duration::from_secs(5);
+
+/// Frees a replaced snapshot here, on the heavy runtime. A query holds the snapshot only
+/// for the microseconds of one answer, but if the last reference were released by a
+/// latency worker, that worker would pay for freeing a whole zone (hundreds of
+/// milliseconds for a million names) while queries wait behind it.
+async fn retire(mut old: Arc<ZoneSet>) {
+    let deadline = Instant::now() + RETIRE_PATIENCE;
+    loop {
+        match Arc::try_unwrap(old) {
+            // Zones still in the new set keep their other references; the rest die here.
+            Ok(set) => return drop(set),
+            Err(still_shared) if Instant::now() < deadline => {
+                old = still_shared;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            Err(still_shared) => {
+                warn!("retired zone snapshot still in use; it will be freed by its last reader");
+                return drop(still_shared);
+            }
+        }
     }
 }
 

@@ -30,9 +30,10 @@ use tracing::{error, info, warn};
 
 use crate::config::{Config, ConfigError, LogConfig, LogFormat, Overrides, RuntimeConfig};
 use crate::handler::Handler;
+use crate::metrics::{self, Metrics};
 use crate::reload::{LoadReport, ReloadError, ZoneLoader, log_report};
 use crate::zone::ZoneSet;
-use crate::{server, sys};
+use crate::{cache, notify, server, sys};
 
 /// Prefix of latency worker thread names.
 pub const LATENCY_THREAD_PREFIX: &str = "muninn-lat-";
@@ -50,6 +51,8 @@ pub enum ServeError {
     Signals(std::io::Error),
     #[error("initial zone load failed: {0}")]
     InitialLoad(#[from] ReloadError),
+    #[error("cannot start the resolver: {0}")]
+    Resolver(cache::ResolverError),
     #[error("cannot listen: {0}")]
     Listen(std::io::Error),
 }
@@ -138,11 +141,26 @@ pub fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result<(), S
 async fn load_on_heavy(
     heavy: &Handle,
     loader: &Arc<Mutex<ZoneLoader>>,
+    metrics: &Metrics,
 ) -> Result<LoadReport, ReloadError> {
     let loader = Arc::clone(loader);
-    heavy
-        .spawn(async move { loader.lock().await.reload().await })
-        .await?
+    let started = Instant::now();
+    let job = metrics.jobs().enqueue("zone_load");
+    let result = heavy
+        .spawn(async move {
+            let running = job.start();
+            let result = loader.lock().await.reload().await;
+            running.finish(result.is_ok());
+            result
+        })
+        .await
+        .map_err(ReloadError::from)
+        .and_then(|r| r);
+    match &result {
+        Ok(report) => metrics.reload().record_report(report),
+        Err(_) => metrics.reload().record(false, started.elapsed()),
+    }
+    result
 }
 
 async fn run(
@@ -159,10 +177,22 @@ async fn run(
     let zones = Arc::clone(loader.zones());
     let loader = Arc::new(Mutex::new(loader));
     let reload_requested = Arc::new(Notify::new());
+    let metrics = Metrics::new(Arc::clone(&zones));
+    if config.metrics.enabled {
+        let addr = metrics::spawn_metrics_server(
+            heavy,
+            config.metrics.listen,
+            Arc::clone(&metrics),
+            root.child_token(),
+            &tracker,
+        )
+        .map_err(ServeError::Listen)?;
+        info!(%addr, "metrics endpoint listening");
+    }
 
     // Startup load; SIGTERM/SIGINT meanwhile stops here, SIGHUP loads again afterwards
     // (a file may have changed after it was read).
-    let load = load_on_heavy(heavy, &loader);
+    let load = load_on_heavy(heavy, &loader, &metrics);
     tokio::pin!(load);
     let report = loop {
         tokio::select! {
@@ -178,10 +208,15 @@ async fn run(
     };
     log_report("zone load", &report);
 
-    let handler = Arc::new(Handler::new(
-        Arc::clone(&zones),
-        config.limits.max_udp_payload,
-    ));
+    let mut handler = Handler::new(Arc::clone(&zones), config.limits.max_udp_payload);
+    if config.recursion.enabled {
+        let resolver =
+            cache::Resolver::new(config.recursion.clone()).map_err(ServeError::Resolver)?;
+        // Cache housekeeping and stale refresh are heavy-runtime work, tied to the root token.
+        resolver.spawn_maintenance(rt.heavy.handle(), root.child_token(), &tracker);
+        handler = handler.with_resolver(resolver);
+    }
+    let handler = Arc::new(handler);
     let listen = &config.server.listen;
     let listeners = server::spawn_listeners(
         rt.latency.handle(),
@@ -194,6 +229,8 @@ async fn run(
         &tracker,
     )
     .map_err(ServeError::Listen)?;
+    metrics.add_listeners(&listeners);
+    metrics.set_ready(true);
     info!(
         udp = ?listeners.udp_addrs(),
         tcp = ?listeners.tcp_addrs(),
@@ -204,10 +241,14 @@ async fn run(
         "muninn serving"
     );
 
+    notify::spawn_watchdog(rt.latency.handle(), root.child_token(), &tracker);
+    notify::ready(&format!("serving {} zones", zones.load().len()));
+
     tracker.spawn(reload_loop(
         rt.heavy.handle().clone(),
         Arc::clone(&loader),
         Arc::clone(&reload_requested),
+        Arc::clone(&metrics),
         root.child_token(),
     ));
 
@@ -227,6 +268,8 @@ async fn run(
     // RFC 7766 §6.2.3 lets a server close idle TCP connections; in-flight queries get the
     // grace period to finish.
     let stopping = Instant::now();
+    metrics.set_ready(false);
+    notify::stopping();
     root.cancel();
     tracker.close();
     let grace = config.limits.shutdown_grace();
@@ -250,6 +293,7 @@ async fn reload_loop(
     heavy: Handle,
     loader: Arc<Mutex<ZoneLoader>>,
     requested: Arc<Notify>,
+    metrics: Arc<Metrics>,
     token: CancellationToken,
 ) {
     loop {
@@ -257,13 +301,20 @@ async fn reload_loop(
             _ = token.cancelled() => return,
             _ = requested.notified() => {}
         }
+        notify::reloading();
         let result = tokio::select! {
             _ = token.cancelled() => return,
-            result = load_on_heavy(&heavy, &loader) => result,
+            result = load_on_heavy(&heavy, &loader, &metrics) => result,
         };
         match result {
-            Ok(report) => log_report("zone reload", &report),
-            Err(e) => error!("zone reload failed, previous zones still served: {e}"),
+            Ok(report) => {
+                log_report("zone reload", &report);
+                notify::ready(&format!("serving {} zones", report.served));
+            }
+            Err(e) => {
+                error!("zone reload failed, previous zones still served: {e}");
+                notify::ready("reload failed, previous zones still served");
+            }
         }
     }
 }
@@ -323,9 +374,13 @@ mod tests {
         Arc::new(Mutex::new(ZoneLoader::new(None, overrides, zones)))
     }
 
+    fn test_metrics() -> Arc<Metrics> {
+        Metrics::new(Arc::new(ArcSwap::from_pointee(ZoneSet::new())))
+    }
+
     fn reload(rt: &Runtimes, loader: &Arc<Mutex<ZoneLoader>>) -> LoadReport {
         rt.latency
-            .block_on(load_on_heavy(rt.heavy.handle(), loader))
+            .block_on(load_on_heavy(rt.heavy.handle(), loader, &test_metrics()))
             .unwrap()
     }
 
@@ -490,9 +545,9 @@ mod tests {
         let loader = loader(&dir.0);
         reload(&rt, &loader);
         std::fs::remove_dir_all(&dir.0).unwrap();
-        let result = rt
-            .latency
-            .block_on(load_on_heavy(rt.heavy.handle(), &loader));
+        let result =
+            rt.latency
+                .block_on(load_on_heavy(rt.heavy.handle(), &loader, &test_metrics()));
         assert!(matches!(result, Err(ReloadError::Config(_))), "{result:?}");
         assert!(served(&loader, "ok.test.").is_some());
         rt.shutdown();

@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::handler::Handler;
+use crate::metrics::{CloseCounters, QueryCounters, Writer};
 
 /// Resource limits of the listeners. Every queue and every per-client resource is bounded
 /// by one of these.
@@ -76,7 +77,7 @@ impl Default for Limits {
 }
 
 /// Counters of one UDP socket task (all relaxed; read for metrics and tests).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct UdpStats {
     /// Datagrams received.
     pub received: AtomicU64,
@@ -89,10 +90,25 @@ pub struct UdpStats {
     pub send_errors: AtomicU64,
     /// Receive errors other than "nothing queued".
     pub recv_errors: AtomicU64,
+    /// Per-query counters (by type, rcode, drop reason; latency), written by this task only.
+    pub counters: QueryCounters,
+}
+
+impl Default for UdpStats {
+    fn default() -> Self {
+        UdpStats {
+            received: AtomicU64::new(0),
+            answered: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            send_errors: AtomicU64::new(0),
+            recv_errors: AtomicU64::new(0),
+            counters: QueryCounters::new(Writer::Exclusive),
+        }
+    }
 }
 
 /// Counters of the TCP listeners (shared by all connections of one address).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct TcpStats {
     pub accepted: AtomicU64,
     /// Connections closed right after accept because `max_tcp_connections` was reached.
@@ -106,6 +122,27 @@ pub struct TcpStats {
     pub answered: AtomicU64,
     /// Messages not answered (see [`UdpStats::dropped`]).
     pub dropped: AtomicU64,
+    /// Per-query counters, shared by the connections of this address.
+    pub counters: QueryCounters,
+    /// Connections closed, by reason (including those closed at once over the cap).
+    pub closed: CloseCounters,
+}
+
+impl Default for TcpStats {
+    fn default() -> Self {
+        TcpStats {
+            accepted: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            accept_errors: AtomicU64::new(0),
+            idle_closed: AtomicU64::new(0),
+            io_timeouts: AtomicU64::new(0),
+            queries: AtomicU64::new(0),
+            answered: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            counters: QueryCounters::new(Writer::Shared),
+            closed: CloseCounters::default(),
+        }
+    }
 }
 
 /// A plain sum of counters, for reading.
@@ -126,6 +163,20 @@ pub struct Listeners {
     tcp_addrs: Vec<SocketAddr>,
     udp_stats: Vec<Arc<UdpStats>>,
     tcp_stats: Vec<Arc<TcpStats>>,
+    tcp_in_flight: TcpInFlight,
+}
+
+/// Reads how many TCP answers are computed but not yet written, over all connections.
+#[derive(Debug, Clone)]
+pub struct TcpInFlight {
+    permits: Arc<Semaphore>,
+    max: usize,
+}
+
+impl TcpInFlight {
+    pub fn get(&self) -> usize {
+        self.max.saturating_sub(self.permits.available_permits())
+    }
 }
 
 impl Listeners {
@@ -147,6 +198,11 @@ impl Listeners {
     /// Counters of every TCP address.
     pub fn tcp_stats(&self) -> &[Arc<TcpStats>] {
         &self.tcp_stats
+    }
+
+    /// The TCP in-flight gauge (answers not yet written, all connections).
+    pub fn tcp_in_flight(&self) -> TcpInFlight {
+        self.tcp_in_flight.clone()
     }
 
     /// UDP counters summed over all sockets.
@@ -219,6 +275,7 @@ pub fn spawn_listeners(
             limits.udp_batch,
             stats,
             token.clone(),
+            tracker.clone(),
         );
         tracker.spawn_on(worker.run(), rt);
     }
@@ -247,6 +304,10 @@ pub fn spawn_listeners(
         tcp_addrs,
         udp_stats,
         tcp_stats,
+        tcp_in_flight: TcpInFlight {
+            permits: in_flight,
+            max: limits.max_in_flight,
+        },
     })
 }
 

@@ -9,9 +9,10 @@
 //! them by message id.
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{ReadHalf, WriteHalf};
@@ -22,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::handler::{Handler, Outcome, Transport};
+use crate::metrics::{CloseReason, DropReason};
 use crate::server::{Limits, TcpStats};
 
 /// Read buffer per connection: holds several pipelined queries, so they cost one read.
@@ -78,8 +80,8 @@ impl Acceptor {
                 () = self.token.cancelled() => return,
                 a = self.listener.accept() => a,
             };
-            let stream = match accepted {
-                Ok((stream, _peer)) => stream,
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
                 Err(_) => {
                     self.stats.accept_errors.fetch_add(1, Ordering::Relaxed);
                     tokio::select! {
@@ -93,6 +95,7 @@ impl Acceptor {
                 // waiting in the backlog (RFC 7766 §6.2.2 lets servers close connections
                 // to manage resources).
                 self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                self.stats.closed.record(CloseReason::Cap);
                 drop(stream);
                 continue;
             };
@@ -104,8 +107,11 @@ impl Acceptor {
                 limits: self.limits,
                 in_flight: Arc::clone(&self.in_flight),
                 stats: Arc::clone(&self.stats),
-                // Cancelled on shutdown, or by the writer when the connection is broken.
+                // Cancelled on shutdown, by the writer when the connection is broken, and
+                // when the reader stops (which ends the connection's recursion tasks).
                 token: self.token.child_token(),
+                peer,
+                tracker: self.tracker.clone(),
             };
             self.tracker.spawn(async move {
                 conn.serve(stream).await;
@@ -127,6 +133,8 @@ struct Connection {
     in_flight: Arc<Semaphore>,
     stats: Arc<TcpStats>,
     token: CancellationToken,
+    peer: SocketAddr,
+    tracker: TaskTracker,
 }
 
 impl Connection {
@@ -136,10 +144,12 @@ impl Connection {
         // buffers to the reader for reuse.
         let (queue_tx, queue_rx) = mpsc::channel::<Queued>(self.limits.max_in_flight);
         let (spare_tx, spare_rx) = mpsc::channel::<Vec<u8>>(self.limits.max_in_flight);
-        tokio::join!(
+        let (read_end, write_end) = tokio::join!(
             self.read_queries(rd, queue_tx, spare_rx),
             self.write_answers(wr, queue_rx, spare_tx),
         );
+        // A failed writer cancels the reader, so its reason is the real one.
+        self.stats.closed.record(write_end.unwrap_or(read_end));
     }
 
     /// Reads and answers queries until EOF, an error, a timeout or cancellation. Dropping
@@ -149,23 +159,26 @@ impl Connection {
         rd: ReadHalf<'_>,
         queue: mpsc::Sender<Queued>,
         mut spare: mpsc::Receiver<Vec<u8>>,
-    ) {
+    ) -> CloseReason {
+        // A client that closed its side is gone: queries of it still waiting for upstream
+        // answers are cancelled (and with them upstream fetches nobody else waits for).
+        let _cancel_recursions = self.token.clone().drop_guard();
         let mut rd = BufReader::with_capacity(READ_BUF_LEN, rd);
         let mut query: Vec<u8> = Vec::new();
         loop {
             // Wait for the next message to start: the idle timeout applies (RFC 7766 §6.2.3).
             let started = tokio::select! {
                 biased;
-                () = self.token.cancelled() => return,
+                () = self.token.cancelled() => return CloseReason::Shutdown,
                 r = timeout(self.limits.idle_timeout, rd.fill_buf()) => r,
             };
             match started {
                 Err(_elapsed) => {
                     self.stats.idle_closed.fetch_add(1, Ordering::Relaxed);
-                    return;
+                    return CloseReason::Idle;
                 }
-                Ok(Err(_)) => return,
-                Ok(Ok([])) => return, // client closed
+                Ok(Err(_)) => return CloseReason::Error,
+                Ok(Ok([])) => return CloseReason::ClientClose,
                 Ok(Ok(_)) => {}
             }
             // A started message must arrive completely in time (slow-sender protection).
@@ -178,12 +191,17 @@ impl Connection {
             .await;
             match complete {
                 Ok(Ok(())) => {}
-                Ok(Err(_)) => return, // EOF in the middle of a message
+                // EOF in the middle of a message
+                Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    return CloseReason::ClientClose;
+                }
+                Ok(Err(_)) => return CloseReason::Error,
                 Err(_elapsed) => {
                     self.stats.io_timeouts.fetch_add(1, Ordering::Relaxed);
-                    return;
+                    return CloseReason::IoTimeout;
                 }
             }
+            let received = Instant::now();
             self.stats.queries.fetch_add(1, Ordering::Relaxed);
 
             // Over the global in-flight cap, stop reading this connection until answers
@@ -192,16 +210,25 @@ impl Connection {
                 Ok(p) => p,
                 Err(_) => tokio::select! {
                     biased;
-                    () = self.token.cancelled() => return,
+                    () = self.token.cancelled() => return CloseReason::Shutdown,
                     p = Arc::clone(&self.in_flight).acquire_owned() => match p {
                         Ok(p) => p,
-                        Err(_) => return, // semaphore closed: never happens, but stop
+                        // Semaphore closed: never happens, but stop.
+                        Err(_) => return CloseReason::Error,
                     },
                 },
             };
             let mut message = spare.try_recv().unwrap_or_else(|_| Vec::with_capacity(512));
-            match self.handler.handle(&query, Transport::Tcp, &mut message) {
+            let counters = &self.stats.counters;
+            match self.handler.handle_counted(
+                &query,
+                Transport::Tcp,
+                self.peer,
+                &mut message,
+                counters,
+            ) {
                 Outcome::Respond => {
+                    counters.latency(received.elapsed(), 1);
                     let queued = Queued {
                         message,
                         _permit: permit,
@@ -209,11 +236,27 @@ impl Connection {
                     // Waits while the per-connection queue is full (the client is not
                     // reading); fails when the writer gave up on the connection.
                     if queue.send(queued).await.is_err() {
-                        return;
+                        // The writer's reason is recorded instead.
+                        return CloseReason::Error;
                     }
                 }
                 Outcome::Drop => {
                     self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                Outcome::Recurse(job) => {
+                    // Answered when ready, in any order (RFC 7766 §7); the queue sender
+                    // it holds keeps the writer open until then.
+                    let queue = queue.clone();
+                    let token = self.token.clone();
+                    self.tracker.spawn(async move {
+                        if job.run(&token, &mut message).await {
+                            let queued = Queued {
+                                message,
+                                _permit: permit,
+                            };
+                            let _ = queue.send(queued).await;
+                        }
+                    });
                 }
             }
         }
@@ -226,7 +269,7 @@ impl Connection {
         mut wr: WriteHalf<'_>,
         mut queue: mpsc::Receiver<Queued>,
         spare: mpsc::Sender<Vec<u8>>,
-    ) {
+    ) -> Option<CloseReason> {
         let mut batch: Vec<u8> = Vec::with_capacity(WRITE_BATCH_LEN);
         // Permits are released only once the bytes are handed to the kernel.
         let mut written: Vec<Queued> = Vec::with_capacity(self.limits.max_in_flight);
@@ -245,14 +288,14 @@ impl Connection {
                     self.stats.answered.fetch_add(answered, Ordering::Relaxed);
                 }
                 Ok(Err(_)) => {
-                    self.token.cancel();
-                    return;
+                    self.give_up(&written, &queue);
+                    return Some(CloseReason::Error);
                 }
                 Err(_elapsed) => {
                     // The client does not read its answers: give up on it.
                     self.stats.io_timeouts.fetch_add(1, Ordering::Relaxed);
-                    self.token.cancel();
-                    return;
+                    self.give_up(&written, &queue);
+                    return Some(CloseReason::IoTimeout);
                 }
             }
             for q in written.drain(..) {
@@ -264,6 +307,14 @@ impl Connection {
             }
         }
         let _ = timeout(self.limits.io_timeout, wr.shutdown()).await;
+        None
+    }
+
+    /// Stops the reader and counts the answers that will never be written.
+    fn give_up(&self, written: &[Queued], queue: &mpsc::Receiver<Queued>) {
+        self.token.cancel();
+        let lost = (written.len() + queue.len()) as u64;
+        self.stats.counters.dropped(DropReason::SendError, lost);
     }
 }
 

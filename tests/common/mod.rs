@@ -275,6 +275,11 @@ fn knot_config(dir: &Path, port: u16) -> String {
 
 /// Starts the real `muninn` binary serving every zone in [`zones_dir`] on a fresh loopback port.
 pub fn start_muninn() -> Server {
+    start_muninn_with_env(&[])
+}
+
+/// [`start_muninn`] with extra environment variables for the server process.
+pub fn start_muninn_with_env(env: &[(&str, &str)]) -> Server {
     let mut last_err = String::new();
     for _ in 0..3 {
         let dir = TempDir::new("muninn");
@@ -290,7 +295,8 @@ pub fn start_muninn() -> Server {
             .arg("--data-dir")
             .arg(dir.path().join("data"))
             .arg("--workers")
-            .arg("1");
+            .arg("1")
+            .envs(env.iter().copied());
         match Server::spawn("muninn", cmd, dir, addr) {
             Ok(s) => return s,
             Err(e) => last_err = e,

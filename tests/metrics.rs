@@ -1,0 +1,676 @@
+//! Metrics: real UDP/TCP listeners in-process, known traffic, then `/metrics` scraped over
+//! a real TCP socket and every counter checked for its exact value; `/health` before and
+//! after ready; unknown paths; the exposition validated by `promtool` when installed.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{DNSClass, Name, Record, RecordType};
+use hickory_proto::serialize::txt::Parser;
+use muninn::handler::{DEFAULT_MAX_UDP_PAYLOAD, Handler};
+use muninn::metrics::{
+    CONTENT_TYPE_OPENMETRICS, CONTENT_TYPE_PROMETHEUS, Metrics, spawn_metrics_server,
+};
+use muninn::server::{Limits, Listeners, spawn_listeners};
+use muninn::zone::{Zone, ZoneSet};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+const ZONE: &str = "$ORIGIN example.com.\n$TTL 3600\n\
+    @ IN SOA ns1 hostmaster 2024010101 7200 3600 1209600 300\n\
+    @ IN NS ns1\n\
+    ns1 IN A 192.0.2.1\n\
+    www IN A 192.0.2.10\n\
+    www IN A 192.0.2.11\n\
+    mail IN MX 10 www\n";
+
+fn zones() -> ZoneSet {
+    let origin = Name::from_str("example.com.").unwrap();
+    let (origin, rrsets) = Parser::new(ZONE, None, Some(origin)).parse().unwrap();
+    let records: Vec<Record> = rrsets
+        .values()
+        .flat_map(|set| set.records_without_rrsigs().cloned())
+        .collect();
+    let mut zones = ZoneSet::new();
+    zones.insert(Arc::new(Zone::build(origin, records).unwrap()));
+    zones
+}
+
+struct Server {
+    listeners: Listeners,
+    metrics: Arc<Metrics>,
+    http: SocketAddr,
+    token: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Server {
+    fn start() -> Server {
+        let zones = Arc::new(ArcSwap::from_pointee(zones()));
+        let handler = Arc::new(Handler::new(Arc::clone(&zones), DEFAULT_MAX_UDP_PAYLOAD));
+        let token = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let rt = tokio::runtime::Handle::current();
+        // Two UDP sockets: the scrape must sum their blocks.
+        let listeners = spawn_listeners(
+            &rt,
+            handler,
+            &[addr],
+            &[addr],
+            Limits::default(),
+            2,
+            token.child_token(),
+            &tracker,
+        )
+        .unwrap();
+        let metrics = Metrics::new(zones);
+        metrics.add_listeners(&listeners);
+        let http = spawn_metrics_server(
+            &rt,
+            addr,
+            Arc::clone(&metrics),
+            token.child_token(),
+            &tracker,
+        )
+        .unwrap();
+        Server {
+            listeners,
+            metrics,
+            http,
+            token,
+            tracker,
+        }
+    }
+
+    async fn stop(self) {
+        self.token.cancel();
+        self.tracker.close();
+        tokio::time::timeout(Duration::from_secs(5), self.tracker.wait())
+            .await
+            .expect("listener and metrics tasks stop after cancellation");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.token.cancel();
+    }
+}
+
+fn query(id: u16, name: &str, rtype: RecordType, class: DNSClass) -> Vec<u8> {
+    let mut msg = Message::new(id, MessageType::Query, OpCode::Query);
+    let mut q = Query::query(Name::from_str(name).unwrap(), rtype);
+    q.set_query_class(class);
+    msg.add_query(q);
+    msg.to_vec().unwrap()
+}
+
+async fn udp_ask(sock: &UdpSocket, server: SocketAddr, packet: &[u8]) -> Message {
+    sock.send_to(packet, server).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(2), sock.recv_from(&mut buf))
+        .await
+        .expect("answer within 2 s")
+        .unwrap();
+    Message::from_vec(&buf[..n]).unwrap()
+}
+
+/// What Prometheus 2.x sends when scraping.
+const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,\
+    application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
+/// One HTTP/1.1 request over a fresh TCP connection: (status, content type, body).
+async fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String, String) {
+    http_accept(addr, method, path, None).await
+}
+
+async fn http_accept(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    accept: Option<&str>,
+) -> (u16, String, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let accept = accept
+        .map(|a| format!("Accept: {a}\r\n"))
+        .unwrap_or_default();
+    let req =
+        format!("{method} {path} HTTP/1.1\r\nHost: muninn\r\n{accept}Connection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut raw))
+        .await
+        .expect("response within 5 s")
+        .unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").expect("header/body separator");
+    let status: u16 = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap();
+    let content_type = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-type")
+                .then(|| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    (status, content_type, body.to_string())
+}
+
+/// Sample lines of an exposition, by series (`name{labels}` exactly as written).
+fn samples(body: &str) -> HashMap<String, f64> {
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').unwrap();
+            (series.to_string(), value.parse().unwrap())
+        })
+        .collect()
+}
+
+async fn scrape(addr: SocketAddr) -> (String, HashMap<String, f64>) {
+    let (status, content_type, body) =
+        http_accept(addr, "GET", "/metrics", Some(PROMETHEUS_ACCEPT)).await;
+    assert_eq!(status, 200);
+    assert_eq!(content_type, CONTENT_TYPE_OPENMETRICS);
+    assert!(body.ends_with("# EOF\n"), "OpenMetrics ends with # EOF");
+    let s = samples(&body);
+    (body, s)
+}
+
+/// Scrapes until `series` has `value` (counters added after the send trail the answer).
+async fn scrape_when(addr: SocketAddr, series: &str, value: f64) -> (String, HashMap<String, f64>) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (body, s) = scrape(addr).await;
+        if s.get(series) == Some(&value) || Instant::now() > deadline {
+            return (body, s);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[track_caller]
+fn expect(s: &HashMap<String, f64>, series: &str, value: f64) {
+    assert_eq!(s.get(series), Some(&value), "{series}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_after_known_traffic() {
+    let server = Server::start();
+    let udp = server.listeners.udp_addrs()[0];
+    let tcp = server.listeners.tcp_addrs()[0];
+
+    // Not ready yet: /health says so.
+    let (status, _, body) = http(server.http, "GET", "/health").await;
+    assert_eq!((status, body.as_str()), (503, "not ready\n"));
+
+    // UDP: 7 answers, 3 NXDOMAIN, 2 REFUSED (not our zone), 1 REFUSED (class CH),
+    // 1 FORMERR (two questions), and 2 dropped: a response (QR=1) and a 5-byte packet.
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut id = 0u16;
+    let mut ask = async |name: &str, rtype, class| {
+        id += 1;
+        udp_ask(&sock, udp, &query(id, name, rtype, class)).await
+    };
+    for _ in 0..7 {
+        let r = ask("www.example.com.", RecordType::A, DNSClass::IN).await;
+        assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(r.answers.len(), 2);
+    }
+    for i in 0..3 {
+        let r = ask(
+            &format!("nope{i}.example.com."),
+            RecordType::A,
+            DNSClass::IN,
+        )
+        .await;
+        assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);
+    }
+    for _ in 0..2 {
+        let r = ask("www.example.org.", RecordType::A, DNSClass::IN).await;
+        assert_eq!(r.metadata.response_code, ResponseCode::Refused);
+    }
+    let r = ask("version.bind.", RecordType::TXT, DNSClass::CH).await;
+    assert_eq!(r.metadata.response_code, ResponseCode::Refused);
+
+    let mut two_questions = Message::new(99, MessageType::Query, OpCode::Query);
+    two_questions.add_query(Query::query(
+        Name::from_str("a.example.com.").unwrap(),
+        RecordType::A,
+    ));
+    two_questions.add_query(Query::query(
+        Name::from_str("b.example.com.").unwrap(),
+        RecordType::A,
+    ));
+    let r = udp_ask(&sock, udp, &two_questions.to_vec().unwrap()).await;
+    assert_eq!(r.metadata.response_code, ResponseCode::FormErr);
+
+    let mut response = Message::new(100, MessageType::Response, OpCode::Query);
+    response.add_query(Query::query(
+        Name::from_str("www.example.com.").unwrap(),
+        RecordType::A,
+    ));
+    sock.send_to(&response.to_vec().unwrap(), udp)
+        .await
+        .unwrap();
+    sock.send_to(&[0, 1, 2, 3, 4], udp).await.unwrap();
+    // Same client socket, so the same server socket: once this is answered, the two
+    // dropped packets before it have been counted.
+    let r = ask("www.example.com.", RecordType::A, DNSClass::IN).await;
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+
+    // TCP: 4 queries on one connection (2 A, 1 AAAA without data, 1 NXDOMAIN), then close.
+    let mut conn = TcpStream::connect(tcp).await.unwrap();
+    for (i, (name, rtype)) in [
+        ("www.example.com.", RecordType::A),
+        ("mail.example.com.", RecordType::MX),
+        ("www.example.com.", RecordType::AAAA),
+        ("gone.example.com.", RecordType::MX),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let q = query(500 + i as u16, name, rtype, DNSClass::IN);
+        conn.write_all(&(q.len() as u16).to_be_bytes())
+            .await
+            .unwrap();
+        conn.write_all(&q).await.unwrap();
+        let len = conn.read_u16().await.unwrap();
+        let mut buf = vec![0u8; usize::from(len)];
+        conn.read_exact(&mut buf).await.unwrap();
+        let r = Message::from_vec(&buf).unwrap();
+        let want = if i == 3 {
+            ResponseCode::NXDomain
+        } else {
+            ResponseCode::NoError
+        };
+        assert_eq!(r.metadata.response_code, want);
+    }
+    drop(conn);
+
+    let m = &server.metrics;
+    m.reload().record(true, Duration::from_millis(20));
+    m.reload().record(false, Duration::from_millis(3));
+    let loaded_at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    m.reload()
+        .zone_loaded(&Name::from_str("example.com.").unwrap(), loaded_at);
+    // A zone not served is not reported, even when recorded.
+    m.reload()
+        .zone_loaded(&Name::from_str("gone.test.").unwrap(), loaded_at);
+    let job = m.jobs().enqueue("zone_load");
+    let _waiting = m.jobs().enqueue("zone_load");
+    job.start().finish(true);
+    m.set_ready(true);
+
+    let (body, s) = scrape_when(
+        server.http,
+        "muninn_tcp_connections_closed_total{reason=\"client_close\"}",
+        1.0,
+    )
+    .await;
+    let s = if s.get("muninn_messages_received_total{transport=\"udp\"}") == Some(&17.0) {
+        s
+    } else {
+        scrape_when(
+            server.http,
+            "muninn_messages_received_total{transport=\"udp\"}",
+            17.0,
+        )
+        .await
+        .1
+    };
+
+    // UDP: 8 + 3 + 2 (qtype A) + TXT + FORMERR (no question: other) answered, 2 dropped.
+    expect(
+        &s,
+        "muninn_messages_received_total{transport=\"udp\"}",
+        17.0,
+    );
+    expect(
+        &s,
+        "muninn_queries_total{transport=\"udp\",qtype=\"A\"}",
+        13.0,
+    );
+    expect(
+        &s,
+        "muninn_queries_total{transport=\"udp\",qtype=\"TXT\"}",
+        1.0,
+    );
+    expect(
+        &s,
+        "muninn_queries_total{transport=\"udp\",qtype=\"other\"}",
+        1.0,
+    );
+    expect(
+        &s,
+        "muninn_queries_total{transport=\"udp\",qtype=\"MX\"}",
+        0.0,
+    );
+    expect(
+        &s,
+        "muninn_responses_total{transport=\"udp\",rcode=\"NOERROR\"}",
+        8.0,
+    );
+    expect(
+        &s,
+        "muninn_responses_total{transport=\"udp\",rcode=\"NXDOMAIN\"}",
+        3.0,
+    );
+    expect(
+        &s,
+        "muninn_responses_total{transport=\"udp\",rcode=\"REFUSED\"}",
+        3.0,
+    );
+    expect(
+        &s,
+        "muninn_responses_total{transport=\"udp\",rcode=\"FORMERR\"}",
+        1.0,
+    );
+    expect(
+        &s,
+        "muninn_responses_total{transport=\"udp\",rcode=\"SERVFAIL\"}",
+        0.0,
+    );
+    expect(
+        &s,
+        "muninn_queries_dropped_total{transport=\"udp\",reason=\"response\"}",
+        1.0,
+    );
+    expect(
+        &s,
+        "muninn_queries_dropped_total{transport=\"udp\",reason=\"malformed\"}",
+        1.0,
+    );
+    expect(
+        &s,
+        "muninn_queries_dropped_total{transport=\"udp\",reason=\"send_error\"}",
+        0.0,
+    );
+    expect(
+        &s,
+        "muninn_response_latency_seconds_count{transport=\"udp\"}",
+        15.0,
+    );
+    expect(&s, "muninn_queries_in_flight{transport=\"udp\"}", 0.0);
+
+    // TCP.
+    expect(&s, "muninn_messages_received_total{transport=\"tcp\"}", 4.0);
+    expect(
+        &s,
+        "muninn_queries_total{transport=\"tcp\",qtype=\"A\"}",
+        1.0,
+    );
+    expect(
+        &s,
+        "muninn_queries_total{transport=\"tcp\",qtype=\"MX\"}",
+        2.0,
+    );
+    expect(
+        &s,
+        "muninn_queries_total{transport=\"tcp\",qtype=\"AAAA\"}",
+        1.0,
+    );
+    expect(
+        &s,
+        "muninn_responses_total{transport=\"tcp\",rcode=\"NOERROR\"}",
+        3.0,
+    );
+    expect(
+        &s,
+        "muninn_responses_total{transport=\"tcp\",rcode=\"NXDOMAIN\"}",
+        1.0,
+    );
+    expect(
+        &s,
+        "muninn_response_latency_seconds_count{transport=\"tcp\"}",
+        4.0,
+    );
+    expect(&s, "muninn_tcp_connections_accepted_total", 1.0);
+    expect(&s, "muninn_tcp_connections_open", 0.0);
+    expect(
+        &s,
+        "muninn_tcp_connections_closed_total{reason=\"client_close\"}",
+        1.0,
+    );
+    expect(
+        &s,
+        "muninn_tcp_connections_closed_total{reason=\"idle\"}",
+        0.0,
+    );
+    expect(&s, "muninn_queries_in_flight{transport=\"tcp\"}", 0.0);
+
+    // Zones, reloads, jobs, readiness.
+    expect(&s, "muninn_zones", 1.0);
+    expect(&s, "muninn_zone_records{zone=\"example.com.\"}", 6.0);
+    expect(
+        &s,
+        "muninn_zone_serial{zone=\"example.com.\"}",
+        2024010101.0,
+    );
+    expect(
+        &s,
+        "muninn_zone_last_load_timestamp_seconds{zone=\"example.com.\"}",
+        1_700_000_000.0,
+    );
+    assert!(!body.contains("gone.test."));
+    expect(&s, "muninn_reloads_total{result=\"success\"}", 1.0);
+    expect(&s, "muninn_reloads_total{result=\"failure\"}", 1.0);
+    expect(&s, "muninn_reload_duration_seconds_count", 2.0);
+    expect(
+        &s,
+        "muninn_reload_duration_seconds_bucket{le=\"0.005\"}",
+        1.0,
+    );
+    expect(
+        &s,
+        "muninn_reload_duration_seconds_bucket{le=\"0.05\"}",
+        2.0,
+    );
+    expect(&s, "muninn_heavy_jobs_queued{job=\"zone_load\"}", 1.0);
+    expect(&s, "muninn_heavy_jobs_running{job=\"zone_load\"}", 0.0);
+    expect(
+        &s,
+        "muninn_heavy_jobs_total{job=\"zone_load\",result=\"success\"}",
+        1.0,
+    );
+    expect(
+        &s,
+        "muninn_heavy_job_duration_seconds_count{job=\"zone_load\"}",
+        1.0,
+    );
+    expect(&s, "muninn_ready", 1.0);
+    assert!(s["process_resident_memory_bytes"] > 0.0);
+    assert!(s["process_open_fds"] >= 3.0);
+    assert!(s.contains_key("process_cpu_seconds_total"));
+
+    // Latency buckets (le label first, as prometheus-client writes it) are cumulative.
+    let buckets: Vec<f64> = body
+        .lines()
+        .filter(|l| l.starts_with("muninn_response_latency_seconds_bucket{"))
+        .filter(|l| l.contains("transport=\"udp\""))
+        .map(|l| l.rsplit_once(' ').unwrap().1.parse().unwrap())
+        .collect();
+    assert_eq!(buckets.len(), muninn::metrics::LATENCY_BUCKETS.len() + 1);
+    assert!(buckets.windows(2).all(|w| w[0] <= w[1]));
+    assert_eq!(buckets.last(), Some(&15.0));
+
+    let (status, _, body) = http(server.http, "GET", "/health").await;
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    let (status, _, _) = http(server.http, "GET", "/nope").await;
+    assert_eq!(status, 404);
+    let (status, _, _) = http(server.http, "POST", "/metrics").await;
+    assert_eq!(status, 405);
+
+    // A connection open at shutdown is closed for that reason.
+    let _open = TcpStream::connect(tcp).await.unwrap();
+    wait_accepted(&server.listeners, 2).await;
+    let stats = Arc::clone(&server.listeners.tcp_stats()[0]);
+    server.stop().await;
+    assert_eq!(stats.closed.get(muninn::metrics::CloseReason::Shutdown), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_tcp_connection_closed_reason() {
+    let zones = Arc::new(ArcSwap::from_pointee(zones()));
+    let handler = Arc::new(Handler::new(Arc::clone(&zones), DEFAULT_MAX_UDP_PAYLOAD));
+    let token = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let limits = Limits {
+        tcp_idle_timeout: Duration::from_millis(100),
+        max_tcp_connections: 1,
+        ..Limits::default()
+    };
+    let rt = tokio::runtime::Handle::current();
+    let listeners = spawn_listeners(
+        &rt,
+        handler,
+        &[],
+        &[addr],
+        limits,
+        1,
+        token.clone(),
+        &tracker,
+    )
+    .unwrap();
+    let metrics = Metrics::new(zones);
+    metrics.add_listeners(&listeners);
+    let http_addr =
+        spawn_metrics_server(&rt, addr, Arc::clone(&metrics), token.clone(), &tracker).unwrap();
+    let tcp = listeners.tcp_addrs()[0];
+
+    let mut idle = TcpStream::connect(tcp).await.unwrap();
+    wait_accepted(&listeners, 1).await;
+    // The second connection is over the cap of 1: closed at once.
+    let mut over = TcpStream::connect(tcp).await.unwrap();
+    let mut b = [0u8; 1];
+    assert_eq!(over.read(&mut b).await.unwrap_or(0), 0);
+    // The first is closed once idle.
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(2), idle.read(&mut b))
+            .await
+            .unwrap()
+            .unwrap_or(0),
+        0
+    );
+    let (_, s) = scrape_when(
+        http_addr,
+        "muninn_tcp_connections_closed_total{reason=\"idle\"}",
+        1.0,
+    )
+    .await;
+    expect(
+        &s,
+        "muninn_tcp_connections_closed_total{reason=\"idle\"}",
+        1.0,
+    );
+    expect(
+        &s,
+        "muninn_tcp_connections_closed_total{reason=\"cap\"}",
+        1.0,
+    );
+    expect(&s, "muninn_tcp_connections_accepted_total", 1.0);
+    expect(&s, "muninn_tcp_connections_open", 0.0);
+
+    token.cancel();
+    tracker.close();
+    tokio::time::timeout(Duration::from_secs(5), tracker.wait())
+        .await
+        .unwrap();
+}
+
+async fn wait_accepted(listeners: &Listeners, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while listeners.tcp_stats()[0]
+        .accepted
+        .load(std::sync::atomic::Ordering::Relaxed)
+        < n
+    {
+        assert!(Instant::now() < deadline, "connection {n} not accepted");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// `promtool check metrics` accepts the exposition. Skipped when promtool is not
+/// installed, except in CI (CI=true), where it must be.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promtool_accepts_exposition() {
+    if Command::new("promtool").arg("--version").output().is_err() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "promtool is required in CI (apt-get install prometheus)"
+        );
+        eprintln!("promtool not installed: skipped");
+        return;
+    }
+    let server = Server::start();
+    // Some traffic so histograms and labelled series carry values.
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let udp = server.listeners.udp_addrs()[0];
+    udp_ask(
+        &sock,
+        udp,
+        &query(1, "www.example.com.", RecordType::A, DNSClass::IN),
+    )
+    .await;
+    server
+        .metrics
+        .reload()
+        .record(true, Duration::from_millis(5));
+    server
+        .metrics
+        .jobs()
+        .enqueue("zone_load")
+        .start()
+        .finish(true);
+    // Without an OpenMetrics Accept header (curl, promtool): classic text format, same
+    // samples.
+    let (_, openmetrics) = scrape(server.http).await;
+    let (status, content_type, body) = http(server.http, "GET", "/metrics").await;
+    assert_eq!(status, 200);
+    assert_eq!(content_type, CONTENT_TYPE_PROMETHEUS);
+    assert!(body.contains("# TYPE muninn_queries_total counter\n"));
+    assert!(!body.contains("# EOF"));
+    let classic = samples(&body);
+    let mut a: Vec<_> = classic.keys().collect();
+    let mut b: Vec<_> = openmetrics.keys().collect();
+    a.sort();
+    b.sort();
+    assert_eq!(a, b);
+    assert_eq!(
+        classic["muninn_queries_total{transport=\"udp\",qtype=\"A\"}"],
+        1.0
+    );
+
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}\n{body}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    server.stop().await;
+}
