@@ -78,7 +78,7 @@ impl QueryLog {
         tracing::info!(
             target: QUERY_LOG_TARGET,
             client = %client,
-            transport = transport_name(transport),
+            transport = %transport_name(transport),
             qname = %qname,
             qtype = %qtype,
             rcode = %rcode,
