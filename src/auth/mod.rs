@@ -69,7 +69,20 @@ pub fn answer<'z>(req: &Request, zones: &'z ZoneSet) -> Option<ZoneAnswer<'z>> {
     {
         zone = parent;
     }
-    Some(Resolver::new(zone, qtype, qname).run(wire))
+    Some(Resolver::new(zone, qtype, qname).run(&wire))
+}
+
+/// Whether `name` is the wire name `wire`, ignoring ASCII case.
+fn same_name(name: &Name, wire: &[u8]) -> bool {
+    let mut a = name.iter();
+    let mut b = Labels::new(wire);
+    loop {
+        match (a.next(), b.next()) {
+            (None, None) => return true,
+            (Some(x), Some(y)) if x.eq_ignore_ascii_case(y) => {}
+            _ => return false,
+        }
+    }
 }
 
 /// How the lookup of the current chain name ended.
@@ -125,27 +138,30 @@ impl<'z, 'q> Resolver<'z, 'q> {
         }
     }
 
-    fn run(mut self, wire: WireName) -> ZoneAnswer<'z> {
+    fn run(mut self, qwire: &WireName) -> ZoneAnswer<'z> {
         let zone = self.zone;
+        let qname = self.qname;
         let mut name = Chain::Query;
-        let qwire = wire.clone();
-        let mut wire = wire;
+        // The wire form of the current chain name once it is not the query name (kept
+        // apart so that the common case copies no wire name).
+        let mut followed: Option<WireName> = None;
         // Names already on the chain, for loop detection (Knot stops on a repeated name).
         let mut visited: [Option<Chain<'z>>; CHAIN_MAX + 1] = Default::default();
         let end = loop {
+            let wire = followed.as_ref().unwrap_or(qwire);
             // Chains are followed only inside the answering zone, as Knot does.
             if !wire_is_below_or_eq(wire.as_bytes(), zone.origin_wire()) {
                 break End::Hit;
             }
             let step = match zone.lookup(wire.as_bytes()) {
                 Some((idx, node)) => self.found(idx, node, &name, false),
-                None => self.not_found(&name, &wire),
+                None => self.not_found(&name, wire),
             };
             match step {
                 Step::Done(end) => break end,
                 Step::Follow(next, next_wire) => {
                     let same = |c: &Chain<'z>| match c {
-                        Chain::Query => qwire.as_bytes() == next_wire.as_bytes(),
+                        Chain::Query => same_name(qname, next_wire.as_bytes()),
                         Chain::Zone(b) => b.eq_ignore_ascii_case(next_wire.as_bytes()),
                         Chain::Owned(b) => b.eq_ignore_ascii_case(next_wire.as_bytes()),
                     };
@@ -156,7 +172,7 @@ impl<'z, 'q> Resolver<'z, 'q> {
                         *slot = Some(name);
                     }
                     name = next;
-                    wire = next_wire;
+                    followed = Some(next_wire);
                 }
             }
         };

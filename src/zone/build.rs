@@ -16,7 +16,9 @@ use super::{
 /// Appends `data` in uncompressed wire form, names with their case (what the encoder
 /// copies or re-compresses).
 pub(super) fn emit_rdata(data: &RData, out: &mut Vec<u8>) -> Result<(), ()> {
-    let mut enc = BinEncoder::new(out);
+    // The encoder writes at its offset (it does not append): start at the end.
+    let at = u32::try_from(out.len()).map_err(|_| ())?;
+    let mut enc = BinEncoder::with_offset(out, at);
     enc.set_name_encoding(NameEncoding::Uncompressed);
     data.emit(&mut enc).map_err(|_| ())
 }
@@ -225,7 +227,10 @@ impl ZoneBuilder {
                 }
             }
             if let Some(n) = self.nodes.get_mut(node as usize) {
-                n.nsets = n.nsets.saturating_add(1);
+                n.nsets = n
+                    .nsets
+                    .checked_add(1)
+                    .ok_or_else(|| BuildError::TooLarge(self.origin.clone()))?;
             }
         }
         self.record_count += 1;
@@ -601,5 +606,153 @@ fn address_refs(z: &Zone, tw: &[u8], target_at: usize, out: &mut Vec<SetRef>) {
                 owner: owner | SYNTH_OWNER,
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::zone::{case_wire, lower_wire};
+
+    fn name(s: &str) -> Name {
+        Name::from_ascii(s).unwrap()
+    }
+
+    fn w(s: &str) -> Vec<u8> {
+        case_wire(&name(s))
+    }
+
+    fn soa() -> Vec<u8> {
+        [
+            w("ns.example."),
+            w("h.example."),
+            vec![0, 0, 0, 1],
+            vec![0; 12],
+            vec![0, 0, 0, 60],
+        ]
+        .concat()
+    }
+
+    fn builder() -> ZoneBuilder {
+        let mut b = ZoneBuilder::new(&name("example."), 4).unwrap();
+        b.add(&w("example."), RecordType::SOA, 300, &soa()).unwrap();
+        b
+    }
+
+    fn rdatas(z: &Zone, owner: &str, t: RecordType) -> Vec<Vec<u8>> {
+        let (_, n) = z.lookup(&lower_wire(&name(owner)).unwrap()).unwrap();
+        Rdatas::new(z.data(z.set(n, t).unwrap()))
+            .map(<[u8]>::to_vec)
+            .collect()
+    }
+
+    #[test]
+    fn interleaved_records_form_contiguous_rrsets() {
+        let mut b = builder();
+        let a = |b: &mut ZoneBuilder, owner: &str, ttl: u32, x: u8| {
+            b.add(&w(owner), RecordType::A, ttl, &[192, 0, 2, x])
+                .unwrap()
+        };
+        a(&mut b, "a.example.", 60, 1);
+        a(&mut b, "b.example.", 60, 2);
+        a(&mut b, "a.example.", 30, 3);
+        b.add(&w("a.example."), RecordType::TXT, 60, b"\x01x")
+            .unwrap();
+        assert!(a(&mut b, "A.Example.", 10, 1).duplicate);
+        let z = b.finish().unwrap();
+        assert_eq!(z.record_count(), 5);
+        assert_eq!(
+            rdatas(&z, "a.example.", RecordType::A),
+            [vec![192, 0, 2, 1], vec![192, 0, 2, 3]]
+        );
+        // RFC 2181 §5.2: one TTL per RRset, the smallest given (duplicates add nothing).
+        let (_, n) = z.lookup(&lower_wire(&name("a.example.")).unwrap()).unwrap();
+        assert_eq!(z.set(n, RecordType::A).unwrap().ttl(), 30);
+        assert_eq!(z.sets(n).len(), 2);
+        assert_eq!(
+            rdatas(&z, "b.example.", RecordType::A),
+            [vec![192, 0, 2, 2]]
+        );
+        // RFC 2308 §3: negative TTL = min(SOA TTL, MINIMUM).
+        assert_eq!(z.negative_soa().ttl, 60);
+        assert_eq!(z.serial(), 1);
+    }
+
+    #[test]
+    fn duplicates_compare_names_without_case() {
+        let mut b = builder();
+        let mx = |n: &str| [vec![0, 10], w(n)].concat();
+        let first = b.add(&w("example."), RecordType::MX, 60, &mx("Mail.example."));
+        let again = b.add(&w("example."), RecordType::MX, 60, &mx("mail.EXAMPLE."));
+        assert!(!first.unwrap().duplicate);
+        assert!(again.unwrap().duplicate);
+        // Opaque data keeps its case.
+        b.add(&w("t.example."), RecordType::TXT, 60, b"\x01A")
+            .unwrap();
+        let t = b
+            .add(&w("t.example."), RecordType::TXT, 60, b"\x01a")
+            .unwrap();
+        assert!(!t.duplicate);
+    }
+
+    #[test]
+    fn tree_flags_and_spelling() {
+        let mut b = builder();
+        b.add(&w("x.Sub.example."), RecordType::A, 60, &[192, 0, 2, 1])
+            .unwrap();
+        // The empty non-terminal takes the spelling of its own first record.
+        b.add(&w("sub.example."), RecordType::TXT, 60, b"\x01s")
+            .unwrap();
+        b.add(&w("*.w.example."), RecordType::A, 60, &[192, 0, 2, 2])
+            .unwrap();
+        b.add(&w("d.example."), RecordType::NS, 60, &w("ns.d.example."))
+            .unwrap();
+        b.add(&w("ns.d.example."), RecordType::A, 60, &[192, 0, 2, 3])
+            .unwrap();
+        b.add(&w("deep.ns.d.example."), RecordType::A, 60, &[192, 0, 2, 4])
+            .unwrap();
+        let z = b.finish().unwrap();
+        let find = |s: &str| z.lookup(&lower_wire(&name(s)).unwrap()).unwrap();
+        assert_eq!(z.owner(find("SUB.example.").1), &w("sub.example.")[..]);
+        assert_eq!(z.owner(find("x.sub.example.").1), &w("x.Sub.example.")[..]);
+        let (wi, wn) = find("w.example.");
+        assert!(wn.is_empty_non_terminal() && wn.has_wildcard());
+        let (star, _) = z
+            .wildcard_child(wn, &lower_wire(&name("w.example.")).unwrap())
+            .unwrap();
+        assert_eq!(z.node_at(star).unwrap().parent(), Some(wi));
+        let (d, dn) = find("d.example.");
+        assert!(dn.is_delegation() && !dn.is_nonauth());
+        assert_eq!(z.cut(d, dn), Some(d));
+        let (deep, deep_node) = find("deep.ns.d.example.");
+        assert!(deep_node.is_nonauth());
+        assert_eq!(z.cut(deep, deep_node), Some(d));
+        let (apex, apex_node) = find("example.");
+        assert_eq!(z.cut(apex, apex_node), None);
+        // The delegation's NS RRset links its in-domain glue as required.
+        let ns = z.set(dn, RecordType::NS).unwrap();
+        let (glue, required) = z.related(ns);
+        assert_eq!(required, 1);
+        assert_eq!(glue.count(), 1);
+        assert_eq!(z.name_count(), 8);
+    }
+
+    #[test]
+    fn refuses_what_cannot_be_served() {
+        let mut b = builder();
+        assert!(matches!(
+            b.add(&w("example.org."), RecordType::A, 60, &[0; 4]),
+            Err(BuildError::OutOfZone { .. })
+        ));
+        assert!(matches!(
+            b.add(b"\x03www", RecordType::A, 60, &[0; 4]),
+            Err(BuildError::BadName(_))
+        ));
+        assert!(matches!(
+            b.add(&w("x.example."), RecordType::TXT, 60, &vec![0; 70000]),
+            Err(BuildError::RdataTooLong(_))
+        ));
+        let empty = ZoneBuilder::new(&name("example."), 0).unwrap();
+        assert!(matches!(empty.finish(), Err(BuildError::NoSoa(_))));
     }
 }

@@ -452,7 +452,9 @@ pub(super) fn parse_rdata(
 
 /// Appends hickory RDATA in uncompressed wire form, names with their case.
 fn emit(rtype: RecordType, rdata: &RData, out: &mut Vec<u8>) -> RResult<()> {
-    let mut enc = BinEncoder::new(out);
+    // The encoder writes at its offset (it does not append): start at the end.
+    let at = u32::try_from(out.len()).map_err(|_| format!("{rtype} RDATA too long"))?;
+    let mut enc = BinEncoder::with_offset(out, at);
     enc.set_name_encoding(NameEncoding::Uncompressed);
     rdata
         .emit(&mut enc)
