@@ -58,7 +58,10 @@ const CHAIN_MAX: usize = 5;
 pub fn answer<'z>(req: &Request, zones: &'z ZoneSet) -> Option<ZoneAnswer<'z>> {
     let qname = req.query.name();
     let qtype = req.query.query_type();
-    let wire = WireName::from_name(qname)?;
+    let mut wire = WireName::empty();
+    if !wire.set_name(qname) {
+        return None;
+    }
     let (mut zone, below) = zones.find_wire(&wire, 0)?;
     // RFC 4035 §3.1.4.1: DS lives on the parent side of a cut, so a DS query for a zone
     // apex goes to the parent zone when we serve it too.

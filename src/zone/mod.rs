@@ -731,16 +731,31 @@ mod name {
         /// `None` when the name is not a valid wire name (empty or too long labels, > 255
         /// octets); hickory's `Name` already enforces this, so it is a defensive check.
         pub fn from_name(name: &Name) -> Option<WireName> {
-            let mut w = WireName {
+            let mut w = WireName::empty();
+            w.set_name(name).then_some(w)
+        }
+
+        /// An empty buffer for [`WireName::set_name`].
+        pub fn empty() -> WireName {
+            WireName {
                 buf: [0; MAX_WIRE],
                 len: 0,
                 offsets: [0; MAX_LABELS],
                 labels: 0,
-            };
-            for label in name.iter() {
-                w.push_label(label)?;
             }
-            w.finish()
+        }
+
+        /// Fills `self` with `name` in place (no copy of the buffer on the way out, which
+        /// matters on the query path); false when the name is not a valid wire name.
+        pub fn set_name(&mut self, name: &Name) -> bool {
+            self.len = 0;
+            self.labels = 0;
+            for label in name.iter() {
+                if self.push_label(label).is_none() {
+                    return false;
+                }
+            }
+            self.terminate().is_some()
         }
 
         /// Builds `prefix` (the first `prefix_labels` labels of `name`) followed by `suffix`.
@@ -795,10 +810,15 @@ mod name {
         }
 
         fn finish(mut self) -> Option<WireName> {
+            self.terminate()?;
+            Some(self)
+        }
+
+        fn terminate(&mut self) -> Option<()> {
             *self.offsets.get_mut(self.labels)? = u8::try_from(self.len).ok()?;
             *self.buf.get_mut(self.len)? = 0;
             self.len += 1;
-            Some(self)
+            Some(())
         }
 
         pub fn as_bytes(&self) -> &[u8] {
