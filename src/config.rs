@@ -141,6 +141,13 @@ pub struct LogConfig {
     pub level: LogLevel,
     /// "text" (human readable) or "json" (one object per line). Default: "text".
     pub format: LogFormat,
+    /// Log sampled queries: one event per sampled query (client, transport, qname, qtype,
+    /// rcode, response size, latency) at INFO on the target `muninn::query`. Costs
+    /// throughput; meant for debugging and traffic sampling. Default: false.
+    pub query_log: bool,
+    /// With `query_log`, log 1 query in this many (counted per worker thread); 1 logs
+    /// every query. Default: 100.
+    pub query_log_sample: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -235,6 +242,8 @@ impl Default for LogConfig {
         LogConfig {
             level: LogLevel::Info,
             format: LogFormat::Text,
+            query_log: false,
+            query_log_sample: 100,
         }
     }
 }
@@ -249,6 +258,13 @@ impl RuntimeConfig {
                 .map(|n| n.get())
                 .unwrap_or(1)
         }
+    }
+}
+
+impl LogConfig {
+    /// The query log these settings ask for.
+    pub fn query_log(&self) -> crate::metrics::QueryLog {
+        crate::metrics::QueryLog::new(self.query_log, self.query_log_sample)
     }
 }
 
@@ -389,6 +405,9 @@ impl Config {
             if value == 0 {
                 return Err(format!("{key}: must be greater than 0"));
             }
+        }
+        if self.log.query_log_sample == 0 {
+            return Err("log.query_log_sample: must be at least 1".into());
         }
         self.recursion
             .validate()
@@ -576,6 +595,7 @@ mod tests {
             "[[zones.zone]]\nname = \"a..b\"\nfile = \"a\"\n",
             "[log]\nlevel = \"loud\"\n",
             "[log]\nformat = \"xml\"\n",
+            "[log]\nquery_log_sample = 0\n",
             "[server]\nlisten = [\"localhost\"]\n",
         ] {
             assert!(parse(text).is_err(), "accepted: {text}");
@@ -591,7 +611,7 @@ mod tests {
              [[zones.zone]]\nname = \"example.com\"\nfile = \"/etc/example.com.zone\"\n\
              [runtime]\nworkers = 3\nheavy_workers = 2\nheavy_nice = 0\n\
              [limits]\nmax_udp_payload = 4096\nshutdown_grace_ms = 100\n\
-             [log]\nlevel = \"debug\"\nformat = \"json\"\n",
+             [log]\nlevel = \"debug\"\nformat = \"json\"\nquery_log = true\nquery_log_sample = 7\n",
         )
         .unwrap();
         assert_eq!(c.server.listen, vec!["127.0.0.1:53".parse().unwrap()]);
@@ -600,6 +620,8 @@ mod tests {
         assert_eq!(c.limits.shutdown_grace(), Duration::from_millis(100));
         assert_eq!(c.log.format, LogFormat::Json);
         assert_eq!(c.log.level, LogLevel::Debug);
+        assert_eq!(c.log.query_log(), crate::metrics::QueryLog::new(true, 7));
+        assert!(!Config::default().log.query_log().enabled());
         let sources = c.zone_sources().unwrap();
         assert_eq!(sources.len(), 1);
         assert_eq!(sources[0].origin.to_string(), "example.com.");

@@ -14,7 +14,7 @@ use hickory_proto::rr::{DNSClass, RecordType};
 
 use crate::auth::{self, Answer};
 use crate::cache::{self, Recursion, Resolver};
-use crate::metrics::{DropReason, QueryCounters};
+use crate::metrics::{DropReason, QueryCounters, QueryLog};
 use crate::wire::request::{self, Rejection, Request};
 use crate::wire::response::{self, EncodeOptions};
 use crate::zone::ZoneSet;
@@ -49,6 +49,8 @@ pub struct Handler {
     opts: EncodeOptions,
     /// The caching resolver, when recursion is enabled.
     resolver: Option<Resolver>,
+    /// The sampled query log (off unless configured); the listeners apply it.
+    query_log: QueryLog,
 }
 
 impl Handler {
@@ -59,7 +61,20 @@ impl Handler {
             zones,
             opts: EncodeOptions { max_udp_payload },
             resolver: None,
+            query_log: QueryLog::OFF,
         }
+    }
+
+    /// Turns the sampled query log on (see [`QueryLog`]).
+    pub fn with_query_log(mut self, query_log: QueryLog) -> Handler {
+        self.query_log = query_log;
+        self
+    }
+
+    /// The query log listeners apply to the queries they answer.
+    #[inline]
+    pub fn query_log(&self) -> QueryLog {
+        self.query_log
     }
 
     /// Adds the caching resolver: names outside our zones are then resolved for clients it

@@ -109,8 +109,14 @@ pub fn on_heavy_thread() -> bool {
 /// Installs the global log subscriber: RUST_LOG when set and valid, else the config level.
 pub fn init_logging(log: &LogConfig) {
     use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(log.level.as_str()));
+    // The query log is an INFO event on its own target: enabled with it whatever the
+    // level, unless RUST_LOG says otherwise.
+    let directives = if log.query_log {
+        format!("{},{}=info", log.level.as_str(), metrics::QUERY_LOG_TARGET)
+    } else {
+        log.level.as_str().to_string()
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(directives));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -208,12 +214,14 @@ async fn run(
     };
     log_report("zone load", &report);
 
-    let mut handler = Handler::new(Arc::clone(&zones), config.limits.max_udp_payload);
+    let mut handler = Handler::new(Arc::clone(&zones), config.limits.max_udp_payload)
+        .with_query_log(config.log.query_log());
     if config.recursion.enabled {
         let resolver =
             cache::Resolver::new(config.recursion.clone()).map_err(ServeError::Resolver)?;
         // Cache housekeeping and stale refresh are heavy-runtime work, tied to the root token.
         resolver.spawn_maintenance(rt.heavy.handle(), root.child_token(), &tracker);
+        metrics.set_resolver(resolver.clone());
         handler = handler.with_resolver(resolver);
     }
     let handler = Arc::new(handler);

@@ -14,6 +14,7 @@ use arc_swap::ArcSwap;
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, Record, RecordType};
 use hickory_proto::serialize::txt::Parser;
+use muninn::cache::{Entry, Key, Kind, RecordCache, Resolver, ResolverConfig};
 use muninn::handler::{DEFAULT_MAX_UDP_PAYLOAD, Handler};
 use muninn::metrics::{
     CONTENT_TYPE_OPENMETRICS, CONTENT_TYPE_PROMETHEUS, Metrics, spawn_metrics_server,
@@ -55,12 +56,25 @@ struct Server {
 
 impl Server {
     fn start() -> Server {
+        Server::start_with(None)
+    }
+
+    /// With `resolver`: recursion for loopback clients, its maintenance tasks running and
+    /// its figures in the metrics.
+    fn start_with(resolver: Option<Resolver>) -> Server {
         let zones = Arc::new(ArcSwap::from_pointee(zones()));
-        let handler = Arc::new(Handler::new(Arc::clone(&zones), DEFAULT_MAX_UDP_PAYLOAD));
+        let mut handler = Handler::new(Arc::clone(&zones), DEFAULT_MAX_UDP_PAYLOAD);
+        if let Some(r) = &resolver {
+            handler = handler.with_resolver(r.clone());
+        }
+        let handler = Arc::new(handler);
         let token = CancellationToken::new();
         let tracker = TaskTracker::new();
         let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let rt = tokio::runtime::Handle::current();
+        if let Some(r) = &resolver {
+            assert!(r.spawn_maintenance(&rt, token.child_token(), &tracker));
+        }
         // Two UDP sockets: the scrape must sum their blocks.
         let listeners = spawn_listeners(
             &rt,
@@ -75,6 +89,9 @@ impl Server {
         .unwrap();
         let metrics = Metrics::new(zones);
         metrics.add_listeners(&listeners);
+        if let Some(r) = resolver {
+            metrics.set_resolver(r);
+        }
         let http = spawn_metrics_server(
             &rt,
             addr,
@@ -489,6 +506,10 @@ async fn counters_after_known_traffic() {
         1.0,
     );
     expect(&s, "muninn_ready", 1.0);
+    // Recursion is off: no cache or upstream families at all.
+    for family in ["muninn_cache_", "muninn_recursion_", "muninn_upstream_"] {
+        assert!(!body.contains(family), "{family} present without recursion");
+    }
     assert!(s["process_resident_memory_bytes"] > 0.0);
     assert!(s["process_open_fds"] >= 3.0);
     assert!(s.contains_key("process_cpu_seconds_total"));
@@ -613,7 +634,14 @@ async fn promtool_accepts_exposition() {
         eprintln!("promtool not installed: skipped");
         return;
     }
-    let server = Server::start();
+    // With a resolver, so the cache and upstream families are checked too.
+    let resolver = Resolver::new(ResolverConfig {
+        enabled: true,
+        upstreams: vec!["127.0.0.1:9".parse().unwrap()],
+        ..ResolverConfig::default()
+    })
+    .unwrap();
+    let server = Server::start_with(Some(resolver));
     // Some traffic so histograms and labelled series carry values.
     let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let udp = server.listeners.udp_addrs()[0];
@@ -640,6 +668,7 @@ async fn promtool_accepts_exposition() {
     assert_eq!(status, 200);
     assert_eq!(content_type, CONTENT_TYPE_PROMETHEUS);
     assert!(body.contains("# TYPE muninn_queries_total counter\n"));
+    assert!(body.contains("# TYPE muninn_upstream_rtt_seconds histogram\n"));
     assert!(!body.contains("# EOF"));
     let classic = samples(&body);
     let mut a: Vec<_> = classic.keys().collect();
@@ -673,4 +702,335 @@ async fn promtool_accepts_exposition() {
         String::from_utf8_lossy(&out.stderr)
     );
     server.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cache, recursion and upstream figures
+// ---------------------------------------------------------------------------------------------
+
+/// A scripted upstream over UDP. By query name: `a.test.` and `flaky.test.` have an A
+/// record (`flaky.test.` with TTL 1, and SERVFAIL once `flaky_fails` is set), `fail.test.`
+/// gets SERVFAIL, `slow.test.` no answer at all, anything else NXDOMAIN with the SOA of
+/// `test.` (so it is cached, RFC 2308 §5).
+struct FakeUpstream {
+    addr: SocketAddr,
+    received: Arc<std::sync::atomic::AtomicU64>,
+    flaky_fails: Arc<std::sync::atomic::AtomicBool>,
+    token: CancellationToken,
+}
+
+impl Drop for FakeUpstream {
+    fn drop(&mut self) {
+        self.token.cancel();
+    }
+}
+
+impl FakeUpstream {
+    async fn start() -> FakeUpstream {
+        use hickory_proto::rr::RData;
+        use hickory_proto::rr::rdata::{A, SOA};
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = sock.local_addr().unwrap();
+        let received = Arc::new(AtomicU64::new(0));
+        let flaky_fails = Arc::new(AtomicBool::new(false));
+        let token = CancellationToken::new();
+        let (rx, fails, stop) = (
+            Arc::clone(&received),
+            Arc::clone(&flaky_fails),
+            token.clone(),
+        );
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            loop {
+                let (n, from) = tokio::select! {
+                    () = stop.cancelled() => return,
+                    r = sock.recv_from(&mut buf) => r.unwrap(),
+                };
+                rx.fetch_add(1, Ordering::Relaxed);
+                let q = Message::from_vec(&buf[..n]).unwrap();
+                let question = q.queries[0].clone();
+                let qname = question.name().to_ascii().to_ascii_lowercase();
+                let mut r = Message::new(q.metadata.id, MessageType::Response, OpCode::Query);
+                r.metadata.recursion_desired = true;
+                r.metadata.recursion_available = true;
+                r.add_query(question.clone());
+                let a = |ttl, ip: [u8; 4]| {
+                    Record::from_rdata(
+                        question.name().clone(),
+                        ttl,
+                        RData::A(A(std::net::Ipv4Addr::from(ip))),
+                    )
+                };
+                let flaky_fails = fails.load(Ordering::Relaxed);
+                match qname.as_str() {
+                    "slow.test." => continue,
+                    "a.test." => {
+                        r.add_answer(a(300, [192, 0, 2, 1]));
+                    }
+                    "flaky.test." if !flaky_fails => {
+                        r.add_answer(a(1, [192, 0, 2, 2]));
+                    }
+                    "flaky.test." | "fail.test." => {
+                        r.metadata.response_code = ResponseCode::ServFail;
+                    }
+                    _ => {
+                        r.metadata.response_code = ResponseCode::NXDomain;
+                        let soa = SOA::new(
+                            Name::from_str("ns.test.").unwrap(),
+                            Name::from_str("hostmaster.test.").unwrap(),
+                            1,
+                            3600,
+                            600,
+                            86400,
+                            60,
+                        );
+                        r.add_authority(Record::from_rdata(
+                            Name::from_str("test.").unwrap(),
+                            300,
+                            RData::SOA(soa),
+                        ));
+                    }
+                }
+                let _ = sock.send_to(&r.to_vec().unwrap(), from).await;
+            }
+        });
+        FakeUpstream {
+            addr,
+            received,
+            flaky_fails,
+            token,
+        }
+    }
+}
+
+/// A recursive (RD=1) query.
+fn rd_query(id: u16, name: &str) -> Vec<u8> {
+    let mut msg = Message::new(id, MessageType::Query, OpCode::Query);
+    msg.metadata.recursion_desired = true;
+    msg.add_query(Query::query(Name::from_str(name).unwrap(), RecordType::A));
+    msg.to_vec().unwrap()
+}
+
+/// Sends a query and expects no answer within `wait`.
+async fn udp_silence(sock: &UdpSocket, wait: Duration) {
+    let mut buf = vec![0u8; 4096];
+    assert!(
+        tokio::time::timeout(wait, sock.recv_from(&mut buf))
+            .await
+            .is_err(),
+        "no answer expected"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_and_upstream_counters_after_known_traffic() {
+    use std::sync::atomic::Ordering;
+    let up = FakeUpstream::start().await;
+    let resolver = Resolver::new(ResolverConfig {
+        enabled: true,
+        upstreams: vec![up.addr],
+        timeout_ms: 300,
+        attempts: 2,
+        client_timeout_ms: 450,
+        max_per_client: 1,
+        ..ResolverConfig::default()
+    })
+    .unwrap();
+    let server = Server::start_with(Some(resolver.clone()));
+    let udp = server.listeners.udp_addrs()[0];
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let ask = |id, name: &'static str| {
+        let sock = &sock;
+        async move { udp_ask(sock, udp, &rd_query(id, name)).await }
+    };
+
+    // A miss fetched upstream, then two cache hits.
+    for id in 1..=3 {
+        let r = ask(id, "a.test.").await;
+        assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(r.answers.len(), 1);
+    }
+    // NXDOMAIN is an answer too (and cached).
+    let r = ask(4, "nx.test.").await;
+    assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);
+    // SERVFAIL from the upstream, twice (two attempts): SERVFAIL to the client.
+    let r = ask(5, "fail.test.").await;
+    assert_eq!(r.metadata.response_code, ResponseCode::ServFail);
+    // TTL 1; once expired and failing upstream, the stale data is served (RFC 8767).
+    let r = ask(6, "flaky.test.").await;
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    up.flaky_fails.store(true, Ordering::Relaxed);
+    let r = ask(7, "flaky.test.").await;
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(r.answers[0].ttl, 30, "stale answers carry stale_ttl");
+
+    // slow.test. never answers: two clients (two addresses) wait on one coalesced fetch;
+    // meanwhile the first client's next query is over max_per_client (1): SERVFAIL at once.
+    // Attempt 1 times out at 300 ms, attempt 2 is sent; both clients give up at 450 ms
+    // (UDP: no answer), so the fetch is dropped before attempt 2 times out.
+    let slow_a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let slow_b = UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    slow_a
+        .send_to(&rd_query(8, "slow.test."), udp)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    slow_b
+        .send_to(&rd_query(9, "slow.test."), udp)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let r = ask(10, "other.test.").await;
+    assert_eq!(r.metadata.response_code, ResponseCode::ServFail);
+    let (wa, wb) = tokio::join!(
+        udp_silence(&slow_a, Duration::from_millis(900)),
+        udp_silence(&slow_b, Duration::from_millis(900)),
+    );
+    let ((), ()) = (wa, wb);
+    assert_eq!(up.received.load(Ordering::Relaxed), 9);
+
+    // Entries: a, nx, fail (a cached failure, RFC 9520), flaky (stale); counted by the
+    // cache's housekeeping (every second).
+    let (body, s) = scrape_when(server.http, "muninn_cache_entries", 4.0).await;
+    let up_label = format!("upstream=\"{}\"", up.addr);
+    expect(&s, "muninn_cache_entries", 4.0);
+    expect(&s, "muninn_cache_hits_total", 2.0);
+    expect(&s, "muninn_cache_misses_total", 7.0);
+    expect(&s, "muninn_cache_stale_answers_total", 1.0);
+    expect(&s, "muninn_cache_evictions_total", 0.0);
+    expect(&s, "muninn_cache_expirations_total", 0.0);
+    expect(
+        &s,
+        "muninn_cache_max_bytes",
+        ResolverConfig::default().cache_size as f64,
+    );
+    let bytes = s["muninn_cache_bytes"];
+    assert!(bytes > 0.0 && bytes < 64.0 * 1024.0, "cache bytes {bytes}");
+    expect(&s, "muninn_recursion_pending", 0.0);
+    expect(&s, "muninn_recursion_coalesced_total", 1.0);
+    expect(
+        &s,
+        "muninn_recursion_shed_total{reason=\"client_limit\"}",
+        1.0,
+    );
+    expect(
+        &s,
+        "muninn_recursion_shed_total{reason=\"pending_limit\"}",
+        0.0,
+    );
+    expect(
+        &s,
+        "muninn_recursion_shed_total{reason=\"upstream_limit\"}",
+        0.0,
+    );
+    expect(&s, "muninn_recursion_servfail_total", 2.0);
+    expect(&s, "muninn_recursion_client_timeouts_total", 2.0);
+    expect(&s, "muninn_upstream_fetches_total", 6.0);
+    expect(&s, "muninn_upstream_fetches_cancelled_total", 1.0);
+    expect(&s, "muninn_upstream_fetches_in_flight", 0.0);
+    expect(
+        &s,
+        &format!("muninn_upstream_queries_total{{{up_label}}}"),
+        9.0,
+    );
+    expect(&s, "muninn_upstream_tcp_retries_total", 0.0);
+    expect(&s, "muninn_upstream_timeouts_total", 1.0);
+    expect(&s, "muninn_upstream_errors_total{kind=\"rcode\"}", 4.0);
+    expect(&s, "muninn_upstream_errors_total{kind=\"network\"}", 0.0);
+    expect(&s, "muninn_upstream_errors_total{kind=\"bad_answer\"}", 0.0);
+    expect(&s, "muninn_upstream_ignored_replies_total", 0.0);
+    // Three usable replies (a, nx, flaky) timed; errors and timeouts are not.
+    expect(
+        &s,
+        &format!("muninn_upstream_rtt_seconds_count{{{up_label}}}"),
+        3.0,
+    );
+    expect(
+        &s,
+        &format!("muninn_upstream_rtt_seconds_bucket{{le=\"+Inf\",{up_label}}}"),
+        3.0,
+    );
+    assert!(s[&format!("muninn_upstream_srtt_seconds{{{up_label}}}")] > 0.0);
+    assert!(body.contains("# TYPE muninn_upstream_rtt_seconds histogram\n"));
+    // The resolver's own figures agree with what is exposed.
+    assert_eq!(resolver.stats().cache_hits.load(Ordering::Relaxed), 2);
+    // Cache hits and immediate SERVFAILs are counted with the listener's answers; queries
+    // answered after an upstream fetch are counted by the resolver only.
+    expect(
+        &s,
+        "muninn_responses_total{transport=\"udp\",rcode=\"SERVFAIL\"}",
+        1.0,
+    );
+    expect(
+        &s,
+        "muninn_responses_total{transport=\"udp\",rcode=\"NOERROR\"}",
+        2.0,
+    );
+    server.stop().await;
+}
+
+fn a_entry(owner: &Name, ttl: u32, now: std::time::Instant) -> (Key, Arc<Entry>) {
+    use hickory_proto::rr::RData;
+    use hickory_proto::rr::rdata::A;
+    let record = Record::from_rdata(owner.clone(), ttl, RData::A(A::new(192, 0, 2, 1)));
+    let set = muninn::zone::RRset {
+        name: owner.clone(),
+        rtype: RecordType::A,
+        ttl,
+        records: vec![record],
+    };
+    let entry = Entry::new(
+        ResponseCode::NoError,
+        Kind::Positive,
+        vec![set],
+        Vec::new(),
+        ttl,
+        true,
+        now,
+    );
+    (
+        Key::new(owner, RecordType::A, DNSClass::IN, false),
+        Arc::new(entry),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_counts_evictions_and_expirations() {
+    // A small bound: most of 2000 entries must go, and each one that goes is counted.
+    let cache = RecordCache::new(16 * 1024, Duration::ZERO);
+    let now = std::time::Instant::now();
+    const N: u64 = 2000;
+    for i in 0..N {
+        let (k, e) = a_entry(&Name::from_str(&format!("h{i}.test.")).unwrap(), 300, now);
+        cache.insert(k, e).await;
+    }
+    cache.run_pending_tasks().await;
+    let kept = cache.entry_count();
+    assert!(kept > 10 && kept < N / 2, "kept {kept}");
+    assert_eq!(cache.evictions(), N - kept);
+    assert_eq!(cache.expirations(), 0);
+
+    // Without a serve-stale window an entry goes when its TTL ends.
+    let cache = RecordCache::new(1024 * 1024, Duration::ZERO);
+    for i in 0..3 {
+        let (k, e) = a_entry(
+            &Name::from_str(&format!("t{i}.test.")).unwrap(),
+            1,
+            std::time::Instant::now(),
+        );
+        cache.insert(k, e).await;
+    }
+    let (k, e) = a_entry(
+        &Name::from_str("long.test.").unwrap(),
+        300,
+        std::time::Instant::now(),
+    );
+    cache.insert(k, e).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    cache.run_pending_tasks().await;
+    assert_eq!(cache.expirations(), 3);
+    assert_eq!(cache.evictions(), 0);
+    assert_eq!(cache.entry_count(), 1);
 }

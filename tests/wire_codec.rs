@@ -8,10 +8,10 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, NS, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
-use muninn::auth::Answer;
+use muninn::auth::{Answer, ZoneAnswer};
 use muninn::wire::request::{Rejection, Request, RequestEdns, parse};
 use muninn::wire::response::{EncodeOptions, encode, encode_error};
-use muninn::zone::RRset;
+use muninn::zone::{RRset, WireRRset};
 
 // ---------------------------------------------------------------------------------------
 // Packet construction helpers
@@ -672,10 +672,38 @@ fn edns(payload: u16, dnssec_ok: bool) -> Option<RequestEdns> {
     })
 }
 
+/// The same answer with the zone's wire-form RRsets (what `auth::answer` returns).
+fn as_zone_answer(ans: &Answer<'_>) -> ZoneAnswer<'static> {
+    let wire = |sets: &[Cow<'_, RRset>]| -> Vec<WireRRset<'static>> {
+        sets.iter()
+            .map(|s| {
+                let rdatas: Vec<RData> = s.records.iter().map(|r| r.data.clone()).collect();
+                WireRRset::from_rdata(&s.name, s.rtype, s.ttl, &rdatas)
+            })
+            .collect()
+    };
+    ZoneAnswer {
+        rcode: ans.rcode,
+        authoritative: ans.authoritative,
+        answers: wire(&ans.answers),
+        authorities: wire(&ans.authorities),
+        additionals: wire(&ans.additionals),
+        required_additionals: ans.required_additionals,
+    }
+}
+
 fn encode_to_msg(req: &Request, ans: &Answer<'_>, max: u16) -> (Vec<u8>, Message) {
     let mut out = Vec::new();
     let n = encode(req, ans, max, &opts(), &mut out);
     assert_eq!(n, out.len());
+    // Zone answers (wire-form RDATA, names re-compressed for the RFC 1035 types) must
+    // encode to exactly the same bytes as the record form.
+    let mut zone_out = Vec::new();
+    encode(req, &as_zone_answer(ans), max, &opts(), &mut zone_out);
+    assert_eq!(
+        zone_out, out,
+        "wire-form encoding differs from record encoding"
+    );
     assert!(
         n <= usize::from(max.max(512)),
         "{n} bytes exceed limit {max}"
@@ -1225,4 +1253,63 @@ fn byte_identical_to_knot() {
         &ans,
         "1234810000010000000200030357575703537562074558414d504c450000010001c0100002000100000e100005026e73c010c0100002000100000e100006036e7332c010c02d0001000100000e100004c0000235c03e0001000100000e100004c000023600002904d0000080000000",
     );
+}
+
+#[test]
+fn wire_form_encodes_like_records_for_every_type() {
+    use hickory_proto::rr::rdata::{CNAME, MX, PTR, SOA, SRV};
+    // Names in RDATA: compressed for the RFC 1035 types (NS, CNAME, PTR, MX, SOA), written
+    // in full for the others (SRV, RFC 3597 §4); case kept; owners compressed against the
+    // question whatever its case.
+    let sets = vec![
+        rrset(
+            "Example.",
+            RecordType::SOA,
+            vec![RData::SOA(SOA::new(
+                name("NS1.example."),
+                name("hostmaster.EXAMPLE."),
+                7,
+                7200,
+                3600,
+                1209600,
+                300,
+            ))],
+        ),
+        ns_set("example.", &["ns1.Example.", "ns.other.test."]),
+        rrset(
+            "mx.example.",
+            RecordType::MX,
+            vec![
+                RData::MX(MX::new(10, name("Mail.example."))),
+                RData::MX(MX::new(20, name("mail.other.test."))),
+            ],
+        ),
+        rrset(
+            "alias.example.",
+            RecordType::CNAME,
+            vec![RData::CNAME(CNAME(name("www.EXAMPLE.")))],
+        ),
+        rrset(
+            "ptr.example.",
+            RecordType::PTR,
+            vec![RData::PTR(PTR(name("www.example.")))],
+        ),
+        rrset(
+            "_sip._udp.example.",
+            RecordType::SRV,
+            vec![RData::SRV(SRV::new(1, 2, 5060, name("Sip.example.")))],
+        ),
+        txt_set("www.example.", 2),
+        aaaa_set("www.example.", 2),
+    ];
+    for qname in ["www.example.", "WWW.EXAMPLE.", "mx.Example."] {
+        let req = request(qname, RecordType::MX, edns(4096, false));
+        let ans = answer(sets.clone(), sets[..2].to_vec(), sets[2..].to_vec(), 0);
+        let (_, msg) = encode_to_msg(&req, &ans, u16::MAX);
+        assert_eq!(msg.answers.len(), 12);
+        // Limits that cut through every section take the same path on both forms.
+        for max in [512u16, 600, 700, 800] {
+            encode_to_msg(&req, &ans, max);
+        }
+    }
 }

@@ -67,19 +67,13 @@ fn key(r: &Record) -> Key {
 }
 
 fn all_records(zone: &Zone) -> Vec<Key> {
-    let mut v: Vec<Key> = zone
-        .nodes()
-        .flat_map(|(_, n)| n.rrsets.iter().flat_map(|s| s.records.iter().map(key)))
-        .collect();
+    let mut v: Vec<Key> = zone.records().map(|r| key(&r)).collect();
     v.sort();
     v
 }
 
 fn rrset(zone: &Zone, owner: &str, t: RecordType) -> Vec<Record> {
-    zone.node(&LowerName::new(&name(owner)))
-        .and_then(|n| n.get(t))
-        .map(|s| s.records.clone())
-        .unwrap_or_default()
+    zone.rrset_records(&name(owner), t)
 }
 
 fn one(zone: &Zone, owner: &str, t: RecordType) -> Record {
@@ -177,9 +171,9 @@ fn realistic_zone_parses_every_feature() {
     );
     // `\.` inside a label.
     let esc = Name::from_labels(vec![&b"esc.dot"[..], b"example", b"com"]).unwrap();
-    let node = zone.node(&LowerName::new(&esc)).unwrap();
+    assert!(zone.node(&LowerName::new(&esc)).is_some());
     assert_eq!(
-        node.get(RecordType::A).unwrap().records[0].data,
+        zone.rrset_records(&esc, RecordType::A)[0].data,
         RData::A(A(Ipv4Addr::new(192, 0, 2, 9)))
     );
     assert_eq!(

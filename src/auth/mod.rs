@@ -1,8 +1,8 @@
 //! Authoritative answers: a plain function of (request, zone snapshot).
 //!
 //! No sockets, no clocks, no locks: tests call [`answer`] directly. The result borrows
-//! RRsets from the snapshot where it can and owns only what it synthesizes (wildcard
-//! expansions, DNAME-synthesized CNAMEs).
+//! RRsets (wire-form owner and RDATA) from the snapshot where it can and owns only what it
+//! synthesizes (wildcard owner substitution, DNAME-synthesized CNAMEs).
 //!
 //! The lookup is RFC 1034 §4.3.2 as Knot DNS implements it: the exact name first (one hash
 //! lookup; occlusion below zone cuts is precomputed per node), and only when the name does
@@ -12,14 +12,16 @@
 use std::borrow::Cow;
 
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::rdata::CNAME;
-use hickory_proto::rr::{Name, RData, Record, RecordType};
-use hickory_proto::serialize::binary::BinDecodable;
+use hickory_proto::rr::{Name, RecordType};
 
 use crate::wire::request::Request;
-use crate::zone::{Node, RRset, WireName, Zone, ZoneSet, wire_is_below_or_eq};
+use crate::zone::rdata::{Labels, Rdatas, name_len};
+use crate::zone::{
+    Node, RRset, RdataSet, WireName, WireRRset, Zone, ZoneSet, case_wire, wire_is_below_or_eq,
+};
 
-/// What the answer logic decided; `wire::response` turns it into bytes.
+/// An answer built from hickory records (the cache, error responses); the encoder takes it
+/// as well as a [`ZoneAnswer`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Answer<'z> {
     pub rcode: ResponseCode,
@@ -33,16 +35,33 @@ pub struct Answer<'z> {
     pub required_additionals: usize,
 }
 
+/// What the answer logic decided from zone data; `wire::response` turns it into bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ZoneAnswer<'z> {
+    pub rcode: ResponseCode,
+    /// AA flag: set when the answer comes from authoritative data (not on referrals).
+    pub authoritative: bool,
+    pub answers: Vec<WireRRset<'z>>,
+    pub authorities: Vec<WireRRset<'z>>,
+    pub additionals: Vec<WireRRset<'z>>,
+    /// How many leading `additionals` are required glue (RFC 9471): when they do not fit,
+    /// the response must be truncated (TC=1) rather than silently shortened.
+    pub required_additionals: usize,
+}
+
 /// CNAME/DNAME links followed per query, as Knot's `CNAME_CHAIN_MAX`; the answer stops
 /// (NOERROR, chain so far) when one more link would be needed.
 const CHAIN_MAX: usize = 5;
 
 /// Answers `req` from `zones`, or returns `None` when no served zone contains the name
 /// (the caller answers REFUSED, or hands the query to the cache when recursion is allowed).
-pub fn answer<'z>(req: &Request, zones: &'z ZoneSet) -> Option<Answer<'z>> {
+pub fn answer<'z>(req: &Request, zones: &'z ZoneSet) -> Option<ZoneAnswer<'z>> {
     let qname = req.query.name();
     let qtype = req.query.query_type();
-    let wire = WireName::from_name(qname)?;
+    let mut wire = WireName::empty();
+    if !wire.set_name(qname) {
+        return None;
+    }
     let (mut zone, below) = zones.find_wire(&wire, 0)?;
     // RFC 4035 §3.1.4.1: DS lives on the parent side of a cut, so a DS query for a zone
     // apex goes to the parent zone when we serve it too.
@@ -53,7 +72,20 @@ pub fn answer<'z>(req: &Request, zones: &'z ZoneSet) -> Option<Answer<'z>> {
     {
         zone = parent;
     }
-    Some(Resolver::new(zone, qtype).run(qname, wire))
+    Some(Resolver::new(zone, qtype, qname).run(&wire))
+}
+
+/// Whether `name` is the wire name `wire`, ignoring ASCII case.
+fn same_name(name: &Name, wire: &[u8]) -> bool {
+    let mut a = name.iter();
+    let mut b = Labels::new(wire);
+    loop {
+        match (a.next(), b.next()) {
+            (None, None) => return true,
+            (Some(x), Some(y)) if x.eq_ignore_ascii_case(y) => {}
+            _ => return false,
+        }
+    }
 }
 
 /// How the lookup of the current chain name ended.
@@ -68,73 +100,91 @@ enum End {
     YxDomain,
 }
 
+/// A name on the CNAME/DNAME chain, case preserved.
+#[derive(Clone)]
+enum Chain<'z> {
+    /// The query name.
+    Query,
+    /// A CNAME target in the zone's data.
+    Zone(&'z [u8]),
+    /// A DNAME substitute (wire form).
+    Owned(Box<[u8]>),
+}
+
 /// Result of looking at one node. Only built once per chain link, so the size of the
 /// on-stack wire name does not matter.
 #[allow(clippy::large_enum_variant)]
-enum Step<'q> {
+enum Step<'z> {
     Done(End),
-    /// Continue the chain with this name (and its wire form).
-    Follow(Cow<'q, Name>, WireName),
+    /// Continue the chain with this name (and its lowercase wire form).
+    Follow(Chain<'z>, WireName),
 }
 
-struct Resolver<'z> {
+struct Resolver<'z, 'q> {
     zone: &'z Zone,
     qtype: RecordType,
-    answers: Vec<Cow<'z, RRset>>,
-    additionals: Vec<Cow<'z, RRset>>,
+    qname: &'q Name,
+    answers: Vec<WireRRset<'z>>,
+    additionals: Vec<WireRRset<'z>>,
     links: usize,
 }
 
-impl<'z> Resolver<'z> {
-    fn new(zone: &'z Zone, qtype: RecordType) -> Self {
+impl<'z, 'q> Resolver<'z, 'q> {
+    fn new(zone: &'z Zone, qtype: RecordType, qname: &'q Name) -> Self {
         Resolver {
             zone,
             qtype,
+            qname,
             answers: Vec::new(),
             additionals: Vec::new(),
             links: 0,
         }
     }
 
-    fn run<'q>(mut self, qname: &'q Name, wire: WireName) -> Answer<'z>
-    where
-        'z: 'q,
-    {
+    fn run(mut self, qwire: &WireName) -> ZoneAnswer<'z> {
         let zone = self.zone;
-        let mut name: Cow<'q, Name> = Cow::Borrowed(qname);
-        let mut wire = wire;
+        let qname = self.qname;
+        let mut name = Chain::Query;
+        // The wire form of the current chain name once it is not the query name (kept
+        // apart so that the common case copies no wire name).
+        let mut followed: Option<WireName> = None;
         // Names already on the chain, for loop detection (Knot stops on a repeated name).
-        let mut visited: [Option<Cow<'q, Name>>; CHAIN_MAX + 1] = Default::default();
+        let mut visited: [Option<Chain<'z>>; CHAIN_MAX + 1] = Default::default();
         let end = loop {
+            let wire = followed.as_ref().unwrap_or(qwire);
             // Chains are followed only inside the answering zone, as Knot does.
             if !wire_is_below_or_eq(wire.as_bytes(), zone.origin_wire()) {
                 break End::Hit;
             }
             let step = match zone.lookup(wire.as_bytes()) {
                 Some((idx, node)) => self.found(idx, node, &name, false),
-                None => self.not_found(&name, &wire),
+                None => self.not_found(&name, wire),
             };
             match step {
                 Step::Done(end) => break end,
                 Step::Follow(next, next_wire) => {
-                    let seen = visited.iter().flatten().any(|v| **v == *next) || *next == *name;
-                    if seen {
+                    let same = |c: &Chain<'z>| match c {
+                        Chain::Query => same_name(qname, next_wire.as_bytes()),
+                        Chain::Zone(b) => b.eq_ignore_ascii_case(next_wire.as_bytes()),
+                        Chain::Owned(b) => b.eq_ignore_ascii_case(next_wire.as_bytes()),
+                    };
+                    if visited.iter().flatten().any(same) || same(&name) {
                         break End::Hit;
                     }
                     if let Some(slot) = visited.iter_mut().find(|v| v.is_none()) {
                         *slot = Some(name);
                     }
                     name = next;
-                    wire = next_wire;
+                    followed = Some(next_wire);
                 }
             }
         };
         self.finish(end)
     }
 
-    fn finish(self, end: End) -> Answer<'z> {
+    fn finish(self, end: End) -> ZoneAnswer<'z> {
         let zone = self.zone;
-        let mut authorities: Vec<Cow<'z, RRset>> = Vec::new();
+        let mut authorities: Vec<WireRRset<'z>> = Vec::new();
         let mut additionals = self.additionals;
         let mut required_additionals = 0;
         let mut authoritative = true;
@@ -143,11 +193,11 @@ impl<'z> Resolver<'z> {
             End::YxDomain => ResponseCode::YXDomain,
             // RFC 2308 §3: SOA in authority with TTL min(SOA TTL, MINIMUM).
             End::NoData => {
-                authorities.push(Cow::Borrowed(zone.negative_soa()));
+                authorities.push(zone.negative_soa());
                 ResponseCode::NoError
             }
             End::NxDomain => {
-                authorities.push(Cow::Borrowed(zone.negative_soa()));
+                authorities.push(zone.negative_soa());
                 ResponseCode::NXDomain
             }
             End::Referral(cut) => {
@@ -155,17 +205,16 @@ impl<'z> Resolver<'z> {
                 // answer section we did fill (a CNAME chain into the delegation), as Knot.
                 authoritative = !self.answers.is_empty();
                 if let Some(node) = zone.node_at(cut)
-                    && let Some(s) = node.position(RecordType::NS)
-                    && let Some(ns) = node.rrsets.get(s)
+                    && let Some(ns) = zone.set(node, RecordType::NS)
                 {
-                    authorities.push(Cow::Borrowed(ns));
-                    let (glue, required) = zone.related(node, s);
+                    authorities.push(zone.view(node, ns));
+                    let (glue, required) = zone.related(ns);
                     for (i, set) in glue.enumerate() {
                         if i < required {
                             // Required (in-domain) glue goes first (RFC 9471 §3).
-                            additionals.insert(i, Cow::Borrowed(set));
+                            additionals.insert(i, set);
                         } else {
-                            additionals.push(Cow::Borrowed(set));
+                            additionals.push(set);
                         }
                     }
                     required_additionals = required;
@@ -173,7 +222,7 @@ impl<'z> Resolver<'z> {
                 ResponseCode::NoError
             }
         };
-        Answer {
+        ZoneAnswer {
             rcode,
             authoritative,
             answers: self.answers,
@@ -184,13 +233,11 @@ impl<'z> Resolver<'z> {
     }
 
     /// `node` exists for the current name (or is the wildcard expanding it, `synth`).
-    fn found<'q>(&mut self, idx: u32, node: &'z Node, name: &Cow<'q, Name>, synth: bool) -> Step<'q>
-    where
-        'z: 'q,
-    {
+    fn found(&mut self, idx: u32, node: &'z Node, name: &Chain<'z>, synth: bool) -> Step<'z> {
+        let zone = self.zone;
         // Delegation point or occluded name: referral, except DS at the cut itself, which
         // belongs to the parent side (RFC 4035 §3.1.4.1).
-        if let Some(cut) = node.cut()
+        if let Some(cut) = zone.cut(idx, node)
             && !(cut == idx && self.qtype == RecordType::DS)
         {
             return Step::Done(End::Referral(cut));
@@ -203,54 +250,44 @@ impl<'z> Resolver<'z> {
                 RecordType::CNAME | RecordType::RRSIG | RecordType::NSEC | RecordType::ANY
             )
         {
-            let Some(set) = node.get(RecordType::CNAME) else {
+            let Some(set) = zone.set(node, RecordType::CNAME) else {
                 return Step::Done(End::Hit);
             };
             if self.links >= CHAIN_MAX {
                 return Step::Done(End::Hit);
             }
             self.links += 1;
-            self.push_answer(set, synth.then_some(&**name));
-            let target = set.records.first().and_then(|r| match &r.data {
-                RData::CNAME(c) => Some(&c.0),
-                _ => None,
-            });
-            return match target.and_then(|t| WireName::from_name(t).map(|w| (t, w))) {
-                Some((t, w)) => Step::Follow(Cow::Borrowed(t), w),
+            self.push_answer(node, set, synth.then_some(name));
+            let target = Rdatas::new(zone.data(set)).next();
+            return match target.and_then(|t| WireName::from_wire(t).map(|w| (t, w))) {
+                Some((t, w)) => Step::Follow(Chain::Zone(t), w),
                 None => Step::Done(End::Hit),
             };
         }
         // RFC 8482 §4.2: answer ANY with one RRset; Knot takes the node's first.
-        let pos = if self.qtype == RecordType::ANY {
-            (!node.rrsets.is_empty()).then_some(0)
+        let set = if self.qtype == RecordType::ANY {
+            zone.sets(node).first()
         } else {
-            node.position(self.qtype)
+            zone.set(node, self.qtype)
         };
-        let Some((pos, set)) = pos.and_then(|p| node.rrsets.get(p).map(|s| (p, s))) else {
+        let Some(set) = set else {
             return Step::Done(End::NoData);
         };
-        self.push_answer(set, synth.then_some(&**name));
-        let (related, _) = self.zone.related(node, pos);
+        self.push_answer(node, set, synth.then_some(name));
+        let (related, _) = zone.related(set);
         for extra in related {
-            let dup = self
-                .additionals
-                .iter()
-                .any(|a| matches!(a, Cow::Borrowed(b) if std::ptr::eq(*b, extra)));
-            if !dup {
-                self.additionals.push(Cow::Borrowed(extra));
+            if !self.additionals.iter().any(|a| a.same_zone_set(&extra)) {
+                self.additionals.push(extra);
             }
         }
         Step::Done(End::Hit)
     }
 
     /// The current name does not exist in the zone: find its closest encloser.
-    fn not_found<'q>(&mut self, name: &Cow<'q, Name>, wire: &WireName) -> Step<'q>
-    where
-        'z: 'q,
-    {
+    fn not_found(&mut self, name: &Chain<'z>, wire: &WireName) -> Step<'z> {
         let zone = self.zone;
         let mut skip = 1;
-        let (_, encloser) = loop {
+        let (eidx, encloser) = loop {
             if skip > wire.label_count() {
                 return Step::Done(End::NxDomain);
             }
@@ -260,86 +297,88 @@ impl<'z> Resolver<'z> {
             skip += 1;
         };
         // Below a zone cut: referral (never answered from occluded data).
-        if let Some(cut) = encloser.cut() {
+        if let Some(cut) = zone.cut(eidx, encloser) {
             return Step::Done(End::Referral(cut));
         }
         // RFC 4592 §3.3.1: the source of synthesis is the closest encloser's `*` child.
-        if let Some(w) = encloser.wildcard()
-            && let Some(wild) = zone.node_at(w)
-        {
+        if let Some((w, wild)) = zone.wildcard_child(encloser, wire.suffix(skip)) {
             return self.found(w, wild, name, true);
         }
         if encloser.has_dname()
-            && let Some(set) = encloser.get(RecordType::DNAME)
+            && let Some(set) = zone.set(encloser, RecordType::DNAME)
         {
-            return self.dname(set, name, skip);
+            return self.dname(encloser, set, name, skip);
         }
         Step::Done(End::NxDomain)
     }
 
     /// RFC 6672 §3.2: DNAME in the answer, plus a CNAME from the name to its substitute.
-    fn dname<'q>(&mut self, set: &'z RRset, name: &Cow<'q, Name>, skip: usize) -> Step<'q>
-    where
-        'z: 'q,
-    {
+    fn dname(
+        &mut self,
+        node: &'z Node,
+        set: &'z RdataSet,
+        name: &Chain<'z>,
+        skip: usize,
+    ) -> Step<'z> {
+        let zone = self.zone;
         if self.links >= CHAIN_MAX {
             return Step::Done(End::Hit);
         }
         self.links += 1;
-        let already = self
-            .answers
-            .iter()
-            .any(|a| matches!(a, Cow::Borrowed(b) if std::ptr::eq(*b, set)));
-        if !already {
-            self.answers.push(Cow::Borrowed(set));
+        let view = zone.view(node, set);
+        if !self.answers.iter().any(|a| a.same_zone_set(&view)) {
+            self.answers.push(view);
         }
-        let Some(target) = set.records.first().and_then(|r| dname_target(&r.data)) else {
+        let Some(target) = Rdatas::new(zone.data(set)).next() else {
             return Step::Done(End::Hit);
         };
-        let target = &target;
-        // RFC 6672 §2.2: a substitute longer than 255 octets is YXDOMAIN.
-        let Some(new_wire) = WireName::concat(name, skip, target) else {
-            return Step::Done(End::YxDomain);
+        let Some(target) = name_len(target).and_then(|l| target.get(..l)) else {
+            return Step::Done(End::Hit);
         };
-        let Ok(new_name) = Name::from_labels(name.iter().take(skip).chain(target.iter())) else {
+        // The substitute: the labels of the name below the DNAME owner, then the target.
+        let owner = self.owner_wire(name);
+        let mut new_name: Vec<u8> = Vec::with_capacity(owner.len() + target.len());
+        for label in Labels::new(&owner).take(skip) {
+            new_name.push(label.len() as u8); // labels are <= 63 octets
+            new_name.extend_from_slice(label);
+        }
+        new_name.extend_from_slice(target);
+        // RFC 6672 §2.2: a substitute longer than 255 octets is YXDOMAIN.
+        let Some(new_wire) = WireName::from_wire(&new_name).filter(|_| new_name.len() <= 255)
+        else {
             return Step::Done(End::YxDomain);
         };
         // RFC 6672 §3.2: the synthesized CNAME has the DNAME's TTL and the name as owner.
-        let record = Record::from_rdata(
-            name.as_ref().clone(),
-            set.ttl,
-            RData::CNAME(CNAME(new_name.clone())),
-        );
-        self.answers.push(Cow::Owned(RRset {
-            name: name.as_ref().clone(),
+        let mut rdata = Vec::with_capacity(new_name.len() + 2);
+        rdata.extend_from_slice(&(new_name.len() as u16).to_be_bytes()); // <= 255
+        rdata.extend_from_slice(&new_name);
+        self.answers.push(WireRRset {
+            owner,
             rtype: RecordType::CNAME,
-            ttl: set.ttl,
-            records: vec![record],
-        }));
+            ttl: set.ttl(),
+            rdata: Cow::Owned(rdata),
+        });
         if self.qtype == RecordType::CNAME {
             return Step::Done(End::Hit);
         }
-        Step::Follow(Cow::Owned(new_name), new_wire)
+        Step::Follow(Chain::Owned(new_name.into_boxed_slice()), new_wire)
     }
 
-    fn push_answer(&mut self, set: &'z RRset, owner: Option<&Name>) {
-        match owner {
-            // RFC 4592 §3.4.1: synthesized records take the query name as owner.
-            Some(owner) => self.answers.push(Cow::Owned(set.with_owner(owner))),
-            None => self.answers.push(Cow::Borrowed(set)),
+    /// The chain name in wire form with its case, for a synthesized owner.
+    fn owner_wire(&self, name: &Chain<'z>) -> Cow<'z, [u8]> {
+        match name {
+            Chain::Query => Cow::Owned(case_wire(self.qname)),
+            Chain::Zone(b) => Cow::Borrowed(b),
+            Chain::Owned(b) => Cow::Owned(b.to_vec()),
         }
     }
-}
 
-/// The target of a DNAME record. hickory 0.26 has no DNAME type, so both its wire decoder
-/// and our zone loader carry it as `RData::Unknown` holding the uncompressed target name
-/// (RFC 6672 §2.1, RFC 3597 §4).
-fn dname_target(data: &RData) -> Option<Name> {
-    match data {
-        RData::Unknown {
-            code: RecordType::DNAME,
-            rdata,
-        } => Name::from_bytes(&rdata.anything).ok(),
-        _ => None,
+    fn push_answer(&mut self, node: &'z Node, set: &'z RdataSet, owner: Option<&Chain<'z>>) {
+        let mut view = self.zone.view(node, set);
+        // RFC 4592 §3.4.1: synthesized records take the query name as owner.
+        if let Some(owner) = owner {
+            view.owner = self.owner_wire(owner);
+        }
+        self.answers.push(view);
     }
 }

@@ -36,6 +36,7 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{RData, RecordType};
 use ipnet::IpNet;
 use moka::Expiry;
+use moka::notification::RemovalCause;
 use serde::Deserialize;
 use tokio::runtime::Handle;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -216,8 +217,16 @@ pub struct Stats {
     pub upstream_queries: AtomicU64,
     pub upstream_tcp: AtomicU64,
     pub upstream_timeouts: AtomicU64,
-    /// Attempts that failed with an error rcode or a socket error.
+    /// Attempts that failed with an error rcode or a socket error (the sum of
+    /// `upstream_rcode_errors` and `upstream_network_errors`).
     pub upstream_errors: AtomicU64,
+    /// Attempts answered with an error rcode (SERVFAIL, REFUSED, ...).
+    pub upstream_rcode_errors: AtomicU64,
+    /// Attempts that failed with a socket error (other than a timeout).
+    pub upstream_network_errors: AtomicU64,
+    /// Replies accepted from an upstream but unusable (e.g. inconsistent sections): the
+    /// fetch fails.
+    pub upstream_bad_answers: AtomicU64,
     /// Datagrams/messages ignored while waiting for an upstream reply: wrong source, ID,
     /// question, or not parseable (possible spoofing attempts).
     pub ignored_replies: AtomicU64,
@@ -227,6 +236,8 @@ pub struct Stats {
     pub pending_limited: AtomicU64,
     /// Fetches not started because `max_upstream_in_flight` fetches were running.
     pub upstream_limited: AtomicU64,
+    /// Queries still unanswered at `client_timeout_ms` (UDP: dropped, TCP: SERVFAIL).
+    pub client_timeouts: AtomicU64,
     /// Cached entries, as of the last maintenance run.
     pub entries: AtomicU64,
     /// Estimated bytes held by the cache, as of the last maintenance run.
@@ -240,6 +251,17 @@ pub struct RecordCache {
     cache: moka::future::Cache<Key, Arc<Entry>>,
     stale_window: Duration,
     max_bytes: u64,
+    removals: Arc<Removals>,
+}
+
+/// Entries the cache dropped on its own, counted by its eviction listener (which moka
+/// runs during housekeeping, not on lookups).
+#[derive(Debug, Default)]
+struct Removals {
+    /// Evicted to stay within the memory bound.
+    size: AtomicU64,
+    /// Dropped at the end of their lifetime (TTL plus the serve-stale window).
+    expired: AtomicU64,
 }
 
 /// Per-entry expiry: the entry's TTL (+ stale window), counted from when it was stored.
@@ -266,6 +288,8 @@ impl Expiry<Key, Arc<Entry>> for Lifetime {
 impl RecordCache {
     /// A cache holding at most about `max_bytes` of entries (by [`Entry::weight`]).
     pub fn new(max_bytes: u64, stale_window: Duration) -> RecordCache {
+        let removals = Arc::new(Removals::default());
+        let counts = Arc::clone(&removals);
         let cache = moka::future::Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|k: &Key, v: &Arc<Entry>| {
@@ -273,12 +297,31 @@ impl RecordCache {
                     .saturating_add(u32::try_from(k.name.len()).unwrap_or(u32::MAX))
             })
             .expire_after(Lifetime { stale_window })
+            .eviction_listener(move |_, _, cause| {
+                let c = match cause {
+                    RemovalCause::Size => &counts.size,
+                    RemovalCause::Expired => &counts.expired,
+                    RemovalCause::Explicit | RemovalCause::Replaced => return,
+                };
+                c.fetch_add(1, Ordering::Relaxed);
+            })
             .build();
         RecordCache {
             cache,
             stale_window,
             max_bytes,
+            removals,
         }
+    }
+
+    /// Entries evicted so far to stay within the memory bound.
+    pub fn evictions(&self) -> u64 {
+        self.removals.size.load(Ordering::Relaxed)
+    }
+
+    /// Entries dropped so far at the end of their lifetime (TTL + serve-stale window).
+    pub fn expirations(&self) -> u64 {
+        self.removals.expired.load(Ordering::Relaxed)
     }
 
     pub async fn get(&self, key: &Key) -> Option<Arc<Entry>> {
@@ -554,6 +597,22 @@ impl Resolver {
     pub fn maintenance_tasks(&self) -> usize {
         self.inner.live_tasks.load(Ordering::Relaxed)
     }
+
+    /// Queries waiting for upstream answers now (holding a `max_pending` slot).
+    pub fn pending(&self) -> usize {
+        let max = self.inner.config.max_pending.min(Semaphore::MAX_PERMITS);
+        max.saturating_sub(self.inner.pending.available_permits())
+    }
+
+    /// Upstream fetches running now (holding a `max_upstream_in_flight` slot).
+    pub fn upstream_in_flight(&self) -> usize {
+        let max = self
+            .inner
+            .config
+            .max_upstream_in_flight
+            .min(Semaphore::MAX_PERMITS);
+        max.saturating_sub(self.inner.upstream_slots.available_permits())
+    }
 }
 
 impl Inner {
@@ -646,7 +705,12 @@ impl Inner {
         let now = Instant::now();
         let entry = match Entry::from_response(&query, &reply.message, &self.policy, now) {
             Ok(entry) => entry,
-            Err(_) => return self.failed(key).await,
+            Err(_) => {
+                self.stats
+                    .upstream_bad_answers
+                    .fetch_add(1, Ordering::Relaxed);
+                return self.failed(key).await;
+            }
         };
         let derived = entry.derived(key);
         let entry = Arc::new(entry);
@@ -822,8 +886,12 @@ impl Recursion {
             biased;
             () = token.cancelled() => false,
             () = deadline => match self.transport {
-                Transport::Udp => false,
+                Transport::Udp => {
+                    self.inner.stats.client_timeouts.fetch_add(1, Ordering::Relaxed);
+                    false
+                }
                 Transport::Tcp => {
+                    self.inner.stats.client_timeouts.fetch_add(1, Ordering::Relaxed);
                     self.inner.stats.servfail.fetch_add(1, Ordering::Relaxed);
                     write_rcode(&self.req, ResponseCode::ServFail, self.max_size, &self.opts, out) > 0
                 }

@@ -16,7 +16,7 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
@@ -26,6 +26,7 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::{Instant, timeout_at};
 
 use crate::cache::Stats;
+use crate::metrics::DurationHistogram;
 use crate::wire::writer::Writer;
 
 /// EDNS UDP payload size we advertise upstream (DNS Flag Day 2020), and so the largest
@@ -52,12 +53,32 @@ pub enum UpstreamError {
     Exhausted(String),
 }
 
-/// One upstream server and its smoothed round-trip time.
+/// One upstream server, its smoothed round-trip time and its counters (touched once per
+/// upstream attempt, never per client query).
 #[derive(Debug)]
 struct Server {
     addr: SocketAddr,
     /// Smoothed RTT in microseconds (RFC 6298 style, gain 1/8); 0 = not measured yet.
     srtt_us: AtomicU32,
+    /// Attempts sent to this server (as `Stats::upstream_queries`: a TCP retry after a
+    /// truncated reply is part of its attempt).
+    queries: AtomicU64,
+    /// Round-trip times of the attempts it answered usably.
+    rtt: DurationHistogram,
+}
+
+/// Bucket bounds (seconds) of the upstream round-trip time histogram.
+pub const RTT_BUCKETS: [f64; 13] = [
+    0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// What one upstream server has seen, for metrics.
+#[derive(Debug)]
+pub struct ServerStats<'a> {
+    pub addr: SocketAddr,
+    pub queries: u64,
+    pub srtt: Duration,
+    pub rtt: &'a DurationHistogram,
 }
 
 /// The upstream servers and how to ask them.
@@ -88,6 +109,8 @@ impl Upstreams {
                 .map(|&addr| Server {
                     addr,
                     srtt_us: AtomicU32::new(0),
+                    queries: AtomicU64::new(0),
+                    rtt: DurationHistogram::new(&RTT_BUCKETS),
                 })
                 .collect(),
             timeout,
@@ -105,6 +128,16 @@ impl Upstreams {
                 (s.addr, Duration::from_micros(u64::from(us)))
             })
             .collect()
+    }
+
+    /// Per-server counters, in configuration order.
+    pub fn server_stats(&self) -> impl Iterator<Item = ServerStats<'_>> {
+        self.servers.iter().map(|s| ServerStats {
+            addr: s.addr,
+            queries: s.queries.load(Ordering::Relaxed),
+            srtt: Duration::from_micros(u64::from(s.srtt_us.load(Ordering::Relaxed))),
+            rtt: &s.rtt,
+        })
     }
 
     /// Asks the upstreams `query` (with DO=`dnssec_ok`), failing over on timeouts, errors
@@ -143,6 +176,7 @@ impl Upstreams {
                 slot.copy_from_slice(&id.to_be_bytes());
             }
             self.stats.upstream_queries.fetch_add(1, Ordering::Relaxed);
+            server.queries.fetch_add(1, Ordering::Relaxed);
             let started = Instant::now();
             let deadline = started + self.timeout;
             let result = match self.udp(server.addr, &packet, id, query, deadline).await {
@@ -156,11 +190,16 @@ impl Upstreams {
             };
             match result {
                 Ok(Attempt::Answer(reply)) => {
-                    server.sample(started.elapsed());
+                    let rtt = started.elapsed();
+                    server.sample(rtt);
+                    server.rtt.observe(rtt);
                     return Ok(reply);
                 }
                 Ok(Attempt::Failed(rcode)) => {
                     self.stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
+                    self.stats
+                        .upstream_rcode_errors
+                        .fetch_add(1, Ordering::Relaxed);
                     server.sample(self.timeout);
                     last = format!("{} answered {rcode}", server.addr);
                 }
@@ -169,6 +208,9 @@ impl Upstreams {
                         self.stats.upstream_timeouts.fetch_add(1, Ordering::Relaxed);
                     } else {
                         self.stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
+                        self.stats
+                            .upstream_network_errors
+                            .fetch_add(1, Ordering::Relaxed);
                     }
                     server.sample(self.timeout);
                     last = format!("{}: {e}", server.addr);

@@ -299,7 +299,7 @@ fn qtype_index(t: RecordType) -> usize {
     }
 }
 
-fn rcode_index(rcode: ResponseCode) -> usize {
+pub(super) fn rcode_index(rcode: ResponseCode) -> usize {
     match u16::from(rcode) {
         // 0..=10 are NOERROR..NOTZONE in order (RFC 1035 §4.1.1, RFC 2136 §2.2).
         code @ 0..=10 => usize::from(code),

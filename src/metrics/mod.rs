@@ -7,6 +7,8 @@
 //! - Reload and heavy-job figures are recorded through [`ReloadMetrics`] and [`JobMetrics`]
 //!   (cold paths).
 //! - Process figures are read from /proc at scrape time.
+//! - Cache, recursion and upstream figures (only when recursion is enabled) are read from
+//!   the resolver's own counters and its cache at scrape time.
 //!
 //! [`Metrics`] is a prometheus-client [`Collector`]; [`http`] serves it as `/metrics` in
 //! the OpenMetrics text format.
@@ -14,6 +16,7 @@
 mod counters;
 pub mod http;
 mod process;
+mod query_log;
 
 pub use counters::{
     CloseCounters, CloseReason, DropReason, LATENCY_BUCKETS, QTYPES, QueryCounters, QueryTotals,
@@ -24,11 +27,12 @@ pub use http::{
     to_prometheus_text,
 };
 pub use process::ProcessStats;
+pub use query_log::{QUERY_LOG_TARGET, QueryLog};
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
@@ -38,6 +42,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, NoLabelSet}
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use crate::cache::Resolver;
 use crate::reload::{LoadReport, ZoneOutcome};
 use crate::server::{Listeners, TcpInFlight, TcpStats, UdpStats};
 use crate::zone::ZoneSet;
@@ -50,6 +55,8 @@ pub struct Metrics {
     sources: Mutex<Vec<ListenerSources>>,
     reload: ReloadMetrics,
     jobs: Arc<JobMetrics>,
+    /// The caching resolver, when recursion is enabled.
+    resolver: OnceLock<Resolver>,
 }
 
 /// The counter blocks of one [`Listeners`].
@@ -69,7 +76,14 @@ impl Metrics {
             sources: Mutex::new(Vec::new()),
             reload: ReloadMetrics::default(),
             jobs: Arc::new(JobMetrics::default()),
+            resolver: OnceLock::new(),
         })
+    }
+
+    /// Includes the cache, recursion and upstream figures of `resolver` (set once; the
+    /// resolver lives as long as the process). Without it those families are absent.
+    pub fn set_resolver(&self, resolver: Resolver) {
+        let _ = self.resolver.set(resolver);
     }
 
     /// Includes the counters of these listeners (counted since they started).
@@ -712,6 +726,173 @@ impl Metrics {
         Ok(())
     }
 
+    fn encode_resolver(&self, enc: &mut DescriptorEncoder<'_>, r: &Resolver) -> fmt::Result {
+        let st = r.stats();
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let cache = r.cache();
+        counter1(
+            enc,
+            "muninn_cache_hits",
+            "Recursive queries answered from fresh cache data (directly or through cached CNAMEs).",
+            load(&st.cache_hits),
+        )?;
+        counter1(
+            enc,
+            "muninn_cache_misses",
+            "Recursive queries not answerable from fresh cache data (an upstream fetch was started or joined).",
+            load(&st.cache_misses),
+        )?;
+        counter1(
+            enc,
+            "muninn_cache_stale_answers",
+            "Answers made of expired data because the upstreams failed or were slow (RFC 8767).",
+            load(&st.stale_served),
+        )?;
+        counter1(
+            enc,
+            "muninn_cache_evictions",
+            "Cache entries evicted to stay within recursion.cache_size.",
+            cache.evictions(),
+        )?;
+        counter1(
+            enc,
+            "muninn_cache_expirations",
+            "Cache entries dropped at the end of their TTL plus the serve-stale window.",
+            cache.expirations(),
+        )?;
+        gauge1(
+            enc,
+            "muninn_cache_entries",
+            "Entries in the cache (updated by cache housekeeping, every second).",
+            Some(cache.entry_count()),
+        )?;
+        gauge1(
+            enc,
+            "muninn_cache_bytes",
+            "Estimated bytes held by the cache (updated by cache housekeeping).",
+            Some(cache.weighted_size()),
+        )?;
+        gauge1(
+            enc,
+            "muninn_cache_max_bytes",
+            "Memory bound of the cache (recursion.cache_size).",
+            Some(cache.max_bytes()),
+        )?;
+        gauge1(
+            enc,
+            "muninn_recursion_pending",
+            "Recursive queries waiting for upstream answers now.",
+            Some(r.pending() as u64),
+        )?;
+        counter1(
+            enc,
+            "muninn_recursion_coalesced",
+            "Recursive queries that joined an upstream fetch already in flight for the same question.",
+            load(&st.coalesced),
+        )?;
+        counter(
+            enc,
+            "muninn_recursion_shed",
+            "Recursive queries refused work by a limit (client_limit, pending_limit: SERVFAIL at once; upstream_limit: the fetch was not started).",
+            &[
+                ([("reason", "client_limit")], load(&st.client_limited)),
+                ([("reason", "pending_limit")], load(&st.pending_limited)),
+                ([("reason", "upstream_limit")], load(&st.upstream_limited)),
+            ],
+        )?;
+        counter1(
+            enc,
+            "muninn_recursion_servfail",
+            "SERVFAIL answers from the resolver (upstream failure without stale data, cached failure, limits, TCP client timeout).",
+            load(&st.servfail),
+        )?;
+        counter1(
+            enc,
+            "muninn_recursion_client_timeouts",
+            "Recursive queries unanswered at recursion.client_timeout_ms (UDP: dropped, TCP: SERVFAIL).",
+            load(&st.client_timeouts),
+        )?;
+        counter1(
+            enc,
+            "muninn_upstream_fetches",
+            "Upstream fetches started (one per distinct question in flight).",
+            load(&st.fetches),
+        )?;
+        counter1(
+            enc,
+            "muninn_upstream_fetches_cancelled",
+            "Upstream fetches abandoned before finishing because every client waiting on them left.",
+            load(&st.cancelled_fetches),
+        )?;
+        gauge1(
+            enc,
+            "muninn_upstream_fetches_in_flight",
+            "Upstream fetches running now.",
+            Some(r.upstream_in_flight() as u64),
+        )?;
+        let servers: Vec<(String, u64, f64, &DurationHistogram)> = r
+            .upstreams()
+            .server_stats()
+            .map(|s| (s.addr.to_string(), s.queries, s.srtt.as_secs_f64(), s.rtt))
+            .collect();
+        counter(
+            enc,
+            "muninn_upstream_queries",
+            "Queries sent to each upstream (every attempt; a TCP retry is part of its attempt).",
+            &servers
+                .iter()
+                .map(|s| ([("upstream", s.0.as_str())], s.1))
+                .collect::<Vec<_>>(),
+        )?;
+        counter1(
+            enc,
+            "muninn_upstream_tcp_retries",
+            "Upstream attempts retried over TCP after a truncated UDP reply (RFC 7766 section 5).",
+            load(&st.upstream_tcp),
+        )?;
+        counter1(
+            enc,
+            "muninn_upstream_timeouts",
+            "Upstream attempts without a usable reply within recursion.timeout_ms.",
+            load(&st.upstream_timeouts),
+        )?;
+        counter(
+            enc,
+            "muninn_upstream_errors",
+            "Failed upstream attempts, by kind (rcode: an error rcode such as SERVFAIL or REFUSED; network: a socket error; bad_answer: a reply that could not be used).",
+            &[
+                ([("kind", "rcode")], load(&st.upstream_rcode_errors)),
+                ([("kind", "network")], load(&st.upstream_network_errors)),
+                ([("kind", "bad_answer")], load(&st.upstream_bad_answers)),
+            ],
+        )?;
+        counter1(
+            enc,
+            "muninn_upstream_ignored_replies",
+            "Packets ignored while waiting for an upstream reply: wrong source, ID or question, or unparsable (possible spoofing).",
+            load(&st.ignored_replies),
+        )?;
+        gauge(
+            enc,
+            "muninn_upstream_srtt_seconds",
+            "Smoothed round-trip time of each upstream (0 before the first reply); the fastest is asked first.",
+            &servers
+                .iter()
+                .map(|s| ([("upstream", s.0.as_str())], s.2))
+                .collect::<Vec<_>>(),
+        )?;
+        let mut m = enc.encode_descriptor(
+            "muninn_upstream_rtt_seconds",
+            "Round-trip time of upstream attempts answered usably (NOERROR or NXDOMAIN).",
+            None,
+            MetricType::Histogram,
+        )?;
+        for s in &servers {
+            s.3.encode(&mut m.encode_family(&[("upstream", s.0.as_str())])?)?;
+        }
+        Ok(())
+    }
+
     fn encode_process(&self, enc: &mut DescriptorEncoder<'_>) -> fmt::Result {
         let p = ProcessStats::read();
         let int = |v: Option<u64>| v.map(|v| v as f64);
@@ -781,6 +962,9 @@ impl Collector for Metrics {
         self.encode_zones(&mut enc)?;
         self.encode_reloads(&mut enc)?;
         self.encode_jobs(&mut enc)?;
+        if let Some(r) = self.resolver.get() {
+            self.encode_resolver(&mut enc, r)?;
+        }
         self.encode_process(&mut enc)
     }
 }

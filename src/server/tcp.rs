@@ -220,6 +220,8 @@ impl Connection {
             };
             let mut message = spare.try_recv().unwrap_or_else(|_| Vec::with_capacity(512));
             let counters = &self.stats.counters;
+            let query_log = self.handler.query_log();
+            let logged = query_log.sample();
             match self.handler.handle_counted(
                 &query,
                 Transport::Tcp,
@@ -228,7 +230,11 @@ impl Connection {
                 counters,
             ) {
                 Outcome::Respond => {
-                    counters.latency(received.elapsed(), 1);
+                    let latency = received.elapsed();
+                    counters.latency(latency, 1);
+                    if logged {
+                        query_log.log(self.peer, Transport::Tcp, &message, latency);
+                    }
                     let queued = Queued {
                         message,
                         _permit: permit,
@@ -248,8 +254,13 @@ impl Connection {
                     // it holds keeps the writer open until then.
                     let queue = queue.clone();
                     let token = self.token.clone();
+                    let peer = self.peer;
                     self.tracker.spawn(async move {
                         if job.run(&token, &mut message).await {
+                            if logged {
+                                let latency = received.elapsed();
+                                query_log.log(peer, Transport::Tcp, &message, latency);
+                            }
                             let queued = Queued {
                                 message,
                                 _permit: permit,

@@ -133,6 +133,7 @@ impl UdpWorker {
             received: n as u64,
             ..BatchCounts::default()
         };
+        let query_log = self.handler.query_log();
         // Which slots have a response to send, in order.
         let mut ready = [0usize; sys::MAX_BATCH];
         let mut m = 0usize;
@@ -156,11 +157,15 @@ impl UdpWorker {
                 qc.dropped(DropReason::SourcePortZero, 1);
                 continue;
             }
+            let logged = query_log.sample();
             match self
                 .handler
                 .handle_counted(bytes, Transport::Udp, *source, response, qc)
             {
                 Outcome::Respond => {
+                    if logged {
+                        query_log.log(*source, Transport::Udp, response, started.elapsed());
+                    }
                     if let Some(r) = ready.get_mut(m) {
                         *r = slot;
                         m += 1;
@@ -175,6 +180,9 @@ impl UdpWorker {
                     self.tracker.spawn(async move {
                         let mut out = Vec::new();
                         if job.run(&token, &mut out).await {
+                            if logged {
+                                query_log.log(dest, Transport::Udp, &out, started.elapsed());
+                            }
                             match socket.send_to(&out, dest).await {
                                 Ok(_) => stats.answered.fetch_add(1, Ordering::Relaxed),
                                 Err(_) => stats.send_errors.fetch_add(1, Ordering::Relaxed),

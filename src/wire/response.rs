@@ -39,10 +39,89 @@
 use hickory_proto::op::{OpCode, ResponseCode};
 use hickory_proto::rr::RecordType;
 
-use crate::auth::Answer;
+use std::borrow::Cow;
+
+use crate::auth::{Answer, ZoneAnswer};
 use crate::wire::request::{HEADER_LEN, MIN_EDNS_PAYLOAD, Rejection, Request, RequestEdns};
 use crate::wire::writer::Writer;
-use crate::zone::RRset;
+use crate::zone::rdata::Rdatas;
+use crate::zone::{RRset, WireRRset};
+
+/// An RRset the encoder can write: zone data in wire form ([`WireRRset`]) or hickory
+/// records (`Cow<RRset>`, from the cache).
+pub trait EncodeRRset {
+    /// Writes every record of the RRset within `limit` bytes, or none of them: returns
+    /// the record count, or `None` (with the message and compression targets rolled back)
+    /// when it does not fit.
+    fn put(&self, w: &mut Writer<'_>, limit: usize) -> Option<u16>;
+}
+
+/// The parts of an answer the encoder needs; implemented by [`ZoneAnswer`] and [`Answer`].
+pub trait Sections {
+    type Set: EncodeRRset;
+    fn rcode(&self) -> ResponseCode;
+    fn authoritative(&self) -> bool;
+    fn answers(&self) -> &[Self::Set];
+    fn authorities(&self) -> &[Self::Set];
+    fn additionals(&self) -> &[Self::Set];
+    fn required_additionals(&self) -> usize;
+}
+
+macro_rules! sections {
+    ($ty:ident, $set:ty) => {
+        impl<'z> Sections for $ty<'z> {
+            type Set = $set;
+            fn rcode(&self) -> ResponseCode {
+                self.rcode
+            }
+            fn authoritative(&self) -> bool {
+                self.authoritative
+            }
+            fn answers(&self) -> &[Self::Set] {
+                &self.answers
+            }
+            fn authorities(&self) -> &[Self::Set] {
+                &self.authorities
+            }
+            fn additionals(&self) -> &[Self::Set] {
+                &self.additionals
+            }
+            fn required_additionals(&self) -> usize {
+                self.required_additionals
+            }
+        }
+    };
+}
+
+sections!(ZoneAnswer, WireRRset<'z>);
+sections!(Answer, Cow<'z, RRset>);
+
+impl EncodeRRset for WireRRset<'_> {
+    fn put(&self, w: &mut Writer<'_>, limit: usize) -> Option<u16> {
+        let mark = w.offset();
+        let mut written: u16 = 0;
+        for rdata in Rdatas::new(&self.rdata) {
+            let fits = w
+                .put_wire_record(&self.owner, self.rtype, self.ttl, rdata)
+                .is_ok()
+                && w.offset() <= limit;
+            match written.checked_add(1) {
+                Some(n) if fits => written = n,
+                _ => {
+                    w.truncate(mark);
+                    return None;
+                }
+            }
+        }
+        Some(written)
+    }
+}
+
+impl EncodeRRset for Cow<'_, RRset> {
+    fn put(&self, w: &mut Writer<'_>, limit: usize) -> Option<u16> {
+        put_rrset(w, self, limit)
+    }
+}
 
 /// Size of an OPT record without options: root owner (1), type, class, TTL, RDLENGTH.
 pub const OPT_LEN: usize = 11;
@@ -135,9 +214,9 @@ impl Header {
 /// `max_size` is the limit the caller computed: [`EncodeOptions::udp_limit`] for UDP,
 /// `u16::MAX` for TCP. Values below 512 are raised to 512 (RFC 1035 §2.3.4), so the
 /// question and the OPT record always fit.
-pub fn encode(
+pub fn encode<A: Sections>(
     req: &Request,
-    answer: &Answer<'_>,
+    answer: &A,
     max_size: u16,
     opts: &EncodeOptions,
     out: &mut Vec<u8>,
@@ -147,11 +226,11 @@ pub fn encode(
     let mut header = Header {
         id: req.id,
         opcode: req.opcode,
-        authoritative: answer.authoritative,
+        authoritative: answer.authoritative(),
         truncated: false,
         recursion_desired: req.recursion_desired,
         checking_disabled: req.checking_disabled,
-        rcode: answer.rcode,
+        rcode: answer.rcode(),
         counts: [0; 4],
     };
 
@@ -163,9 +242,9 @@ pub fn encode(
     header.counts[0] = 1;
     let after_question = w.offset();
 
-    'sections: for (count, rrsets) in [(1, &answer.answers), (2, &answer.authorities)] {
-        for rrset in rrsets.iter() {
-            match put_rrset(&mut w, rrset, limit) {
+    'sections: for (count, rrsets) in [(1, answer.answers()), (2, answer.authorities())] {
+        for rrset in rrsets {
+            match rrset.put(&mut w, limit) {
                 Some(n) => header.counts[count] = header.counts[count].saturating_add(n),
                 None => {
                     header.truncated = true;
@@ -181,11 +260,11 @@ pub fn encode(
         header.counts[1] = 0;
         header.counts[2] = 0;
     } else {
-        for (index, rrset) in answer.additionals.iter().enumerate() {
-            match put_rrset(&mut w, rrset, limit) {
+        for (index, rrset) in answer.additionals().iter().enumerate() {
+            match rrset.put(&mut w, limit) {
                 Some(n) => header.counts[3] = header.counts[3].saturating_add(n),
                 // RFC 9471 §3: missing required glue must be signalled with TC=1.
-                None if index < answer.required_additionals => {
+                None if index < answer.required_additionals() => {
                     header.truncated = true;
                     break;
                 }
@@ -196,7 +275,7 @@ pub fn encode(
     }
 
     if let Some(edns) = req.edns {
-        put_opt(&mut w, answer.rcode, edns, opts);
+        put_opt(&mut w, answer.rcode(), edns, opts);
         header.counts[3] = header.counts[3].saturating_add(1);
     }
     w.set_header(&header.to_bytes());

@@ -7,11 +7,14 @@
 //! bytes already written (case-insensitively, RFC 4343 §3), the way Knot does it.
 //!
 //! Names inside RDATA are compressed only for the RFC 1035 types (NS, CNAME, PTR, MX,
-//! SOA), as RFC 3597 §4 requires; every other RDATA is written by hickory, uncompressed.
+//! SOA), as RFC 3597 §4 requires; every other RDATA is copied (zone data, already in
+//! uncompressed wire form) or written by hickory, uncompressed (records).
 
 use hickory_proto::op::Query;
-use hickory_proto::rr::{Name, RData, Record};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
+
+use crate::zone::rdata::{Labels, Part, compressible, walk};
 
 /// How many label offsets are kept as compression targets (hickory and Unbound use 64).
 pub const MAX_TARGETS: usize = 64;
@@ -130,6 +133,63 @@ impl<'a> Writer<'a> {
         Ok(())
     }
 
+    /// Writes one record of a wire-form RRset: owner (compressed), type, class IN, TTL,
+    /// and `rdata`, re-emitting its names with compression for the RFC 1035 types (RFC
+    /// 3597 §4) and copying it otherwise.
+    pub fn put_wire_record(
+        &mut self,
+        owner: &[u8],
+        rtype: RecordType,
+        ttl: u32,
+        rdata: &[u8],
+    ) -> Result<(), Unencodable> {
+        self.put_name_wire(owner);
+        self.put_u16(u16::from(rtype));
+        self.put_u16(u16::from(DNSClass::IN));
+        self.put_u32(ttl);
+        let rdlength_at = self.out.len();
+        self.put_u16(0);
+        let rdata_start = self.out.len();
+        let compressed = compressible(rtype).is_some_and(|layout| {
+            walk(layout, rdata, |part, bytes| match part {
+                Part::Name => self.put_name_wire(bytes),
+                _ => self.out.extend_from_slice(bytes),
+            })
+        });
+        if !compressed {
+            // Opaque data, or (never for zone data) names not in the expected layout.
+            self.truncate(rdata_start);
+            self.out.extend_from_slice(rdata);
+        }
+        let rdlength = u16::try_from(self.out.len() - rdata_start).map_err(|_| Unencodable)?;
+        if let Some(slot) = self.out.get_mut(rdlength_at..rdata_start) {
+            slot.copy_from_slice(&rdlength.to_be_bytes());
+        }
+        Ok(())
+    }
+
+    /// Writes the uncompressed wire name `wire` like [`Writer::put_name`].
+    pub fn put_name_wire(&mut self, wire: &[u8]) {
+        let mut rest = wire;
+        while let Some((&len, tail)) = rest.split_first() {
+            if len == 0 {
+                break;
+            }
+            if let Some(target) = self.find_wire(rest) {
+                self.put_u16(0xC000 | target);
+                return;
+            }
+            let Some(label) = tail.get(..usize::from(len)) else {
+                break;
+            };
+            self.remember(self.out.len());
+            self.out.push(len);
+            self.out.extend_from_slice(label);
+            rest = tail.get(usize::from(len)..).unwrap_or_default();
+        }
+        self.out.push(0);
+    }
+
     /// Writes `name`, replacing its longest already-written suffix by a pointer, and
     /// records the offsets of the labels it writes.
     pub fn put_name(&mut self, name: &Name) {
@@ -163,6 +223,15 @@ impl<'a> Writer<'a> {
             .iter()
             .copied()
             .find(|&t| self.matches(usize::from(t), name.iter().skip(skip)))
+    }
+
+    /// The offset of an already-written name equal to the wire name `wire`.
+    fn find_wire(&self, wire: &[u8]) -> Option<u16> {
+        let targets = self.targets.get(..self.target_count)?;
+        targets
+            .iter()
+            .copied()
+            .find(|&t| self.matches(usize::from(t), Labels::new(wire)))
     }
 
     /// Whether the name written at `pos` (following pointers) is exactly `labels`.
@@ -202,7 +271,6 @@ impl<'a> Writer<'a> {
 mod tests {
     use super::*;
     use hickory_proto::op::Message;
-    use hickory_proto::rr::RecordType;
     use hickory_proto::rr::rdata::{A, MX};
     use std::net::Ipv4Addr;
 

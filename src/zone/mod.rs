@@ -4,22 +4,42 @@
 //! published; a [`ZoneSet`] maps apex names to `Arc<Zone>` and is swapped atomically as a
 //! whole (see `runtime`). Nothing in here does I/O on the query path.
 //!
+//! # Layout
+//!
+//! Like Knot, a zone keeps its data in wire form, in a few flat tables addressed by `u32`
+//! indices rather than one heap object per record:
+//! - `names`: every owner name once, in wire form with the case of the zone file;
+//! - `nodes`: 16 bytes per name (name offset, parent, first RRset, flags);
+//! - `index`: an open-addressing hash table from lowercase name to node;
+//! - `sets`: 20 bytes per RRset (type, TTL, span of its data, related data);
+//! - `rdata`: every RRset's RDATA, length-prefixed and uncompressed (see [`rdata`]).
+//!
 //! What must not live here: wire parsing/encoding (see `wire`), answer rules (see `auth`).
 
+mod build;
 pub mod file;
+pub mod rdata;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
-pub use name::{NameHasher, WireName, lower_wire, parent_wire, wire_is_below_or_eq};
+pub use build::ZoneBuilder;
+pub use name::{NameHasher, WireName, hash_name, lower_wire, parent_wire, wire_is_below_or_eq};
 
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, Restrict};
 
-/// One RRset: all records of one owner name and type, sharing one TTL (RFC 2181 §5.2).
+use self::rdata::Rdatas;
+
+/// An RRset as hickory records: owner, type, TTL and the records, each carrying them.
+///
+/// The zone does not store this form; it is what answers built outside the zone data (the
+/// cache, tests) hand to the encoder, through [`crate::auth::Answer`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct RRset {
-    /// Owner name as written in the zone (case preserved).
+    /// Owner name (case preserved).
     pub name: Name,
     pub rtype: RecordType,
     pub ttl: u32,
@@ -48,84 +68,199 @@ impl RRset {
     }
 }
 
-/// Sentinel for "no node" in the per-node indices below.
-const NONE: u32 = u32::MAX;
-
-const FLAG_DELEG: u8 = 1;
-const FLAG_CNAME: u8 = 2;
-const FLAG_DNAME: u8 = 4;
-
-type NameMap<V> = HashMap<Box<[u8]>, V, BuildHasherDefault<NameHasher>>;
-
-/// A reference to an RRset inside one zone: a node's RRset, or (node = `NONE`) one of the
-/// zone's pre-synthesized wildcard expansions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct SetRef {
-    node: u32,
-    set: u32,
+/// An RRset in wire form as an answer section holds it: borrowed from a zone snapshot, or
+/// owned when synthesized (wildcard owner substitution, DNAME-derived CNAME).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireRRset<'z> {
+    /// Owner name, uncompressed wire form, case preserved.
+    pub owner: Cow<'z, [u8]>,
+    pub rtype: RecordType,
+    pub ttl: u32,
+    /// The records' RDATA, each preceded by its 16-bit length (see [`rdata`]).
+    pub rdata: Cow<'z, [u8]>,
 }
 
-/// Additional-section data for one RRset (NS, MX, SRV): the A/AAAA RRsets of its targets
-/// found in this zone ("references to related data", computed once at build time).
-#[derive(Debug, Clone)]
-struct Related {
-    set: u16,
-    refs: Box<[SetRef]>,
-    /// How many leading `refs` are required glue (in-domain, RFC 9471); only for NS RRsets
-    /// at delegation points.
-    required: u16,
-}
+impl<'z> WireRRset<'z> {
+    /// Each record's RDATA.
+    pub fn rdatas(&self) -> Rdatas<'_> {
+        Rdatas::new(&self.rdata)
+    }
 
-/// All data at one owner name. An empty node (no RRsets) is an empty non-terminal.
-#[derive(Debug, Clone)]
-pub struct Node {
-    pub rrsets: Vec<RRset>,
-    name: LowerName,
-    parent: u32,
-    /// Topmost delegation point at or above this node (not the apex), or `NONE`.
-    cut: u32,
-    /// The `*` child of this node, or `NONE`.
-    wildcard: u32,
-    flags: u8,
-    related: Vec<Related>,
-}
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.rdatas().count()
+    }
 
-impl Default for Node {
-    fn default() -> Node {
-        Node {
-            rrsets: Vec::new(),
-            name: LowerName::default(),
-            parent: NONE,
-            cut: NONE,
-            wildcard: NONE,
-            flags: 0,
-            related: Vec::new(),
+    pub fn is_empty(&self) -> bool {
+        self.rdata.is_empty()
+    }
+
+    /// True when both owner and data are borrowed from a zone snapshot.
+    pub fn is_borrowed(&self) -> bool {
+        matches!(self.owner, Cow::Borrowed(_)) && matches!(self.rdata, Cow::Borrowed(_))
+    }
+
+    /// Whether `self` and `other` are the same zone RRset (same data, same owner storage).
+    pub fn same_zone_set(&self, other: &WireRRset<'_>) -> bool {
+        match (&self.owner, &self.rdata, &other.owner, &other.rdata) {
+            (Cow::Borrowed(o1), Cow::Borrowed(d1), Cow::Borrowed(o2), Cow::Borrowed(d2)) => {
+                std::ptr::eq(*o1, *o2) && std::ptr::eq(*d1, *d2)
+            }
+            _ => false,
+        }
+    }
+
+    /// The owner as a hickory `Name` (off the query path: tests, logs, exports).
+    pub fn owner_name(&self) -> Option<Name> {
+        name_from_wire(&self.owner)
+    }
+
+    /// The records, decoded (off the query path). RDATA that does not decode is skipped.
+    pub fn records(&self) -> Vec<Record> {
+        let Some(owner) = self.owner_name() else {
+            return Vec::new();
+        };
+        self.rdatas()
+            .filter_map(|rd| decode_rdata(self.rtype, rd))
+            .map(|data| Record::from_rdata(owner.clone(), self.ttl, data))
+            .collect()
+    }
+
+    /// Builds an owned RRset from hickory RDATA (tests, small synthesized answers).
+    pub fn from_rdata(owner: &Name, rtype: RecordType, ttl: u32, rdatas: &[RData]) -> Self {
+        let mut data = Vec::new();
+        for rd in rdatas {
+            let at = data.len();
+            data.extend_from_slice(&[0, 0]);
+            if build::emit_rdata(rd, &mut data).is_err() {
+                data.truncate(at);
+                continue;
+            }
+            let len = u16::try_from(data.len() - at - 2).unwrap_or(u16::MAX);
+            if let Some(slot) = data.get_mut(at..at + 2) {
+                slot.copy_from_slice(&len.to_be_bytes());
+            }
+        }
+        WireRRset {
+            owner: Cow::Owned(case_wire(owner)),
+            rtype,
+            ttl,
+            rdata: Cow::Owned(data),
         }
     }
 }
 
+/// `name` in uncompressed wire form, case preserved.
+pub fn case_wire(name: &Name) -> Vec<u8> {
+    let mut w = Vec::with_capacity(name.len() + 2);
+    for label in name.iter() {
+        w.push(label.len() as u8); // labels of a Name are <= 63 octets
+        w.extend_from_slice(label);
+    }
+    w.push(0);
+    w
+}
+
+/// A wire-form name as a hickory `Name` (`None` if malformed).
+pub fn name_from_wire(wire: &[u8]) -> Option<Name> {
+    let mut dec = BinDecoder::new(wire);
+    let mut name = Name::read(&mut dec).ok()?;
+    name.set_fqdn(true);
+    Some(name)
+}
+
+/// One record's RDATA decoded into hickory's type (DNAME and the DNSSEC types come back as
+/// `RData::Unknown`, as hickory 0.26 reads them from the wire).
+pub fn decode_rdata(rtype: RecordType, rdata: &[u8]) -> Option<RData> {
+    let len = u16::try_from(rdata.len()).ok()?;
+    let mut dec = BinDecoder::new(rdata);
+    RData::read(&mut dec, rtype, Restrict::new(len)).ok()
+}
+
+/// Sentinel for "no node / no set" in the tables below.
+const NONE: u32 = u32::MAX;
+/// In a [`SetRef`] owner: the owner is the name at this offset of `rdata` (a wildcard
+/// expansion for an NS/MX/SRV target) rather than a node.
+const SYNTH_OWNER: u32 = 1 << 31;
+
+const FLAG_DELEG: u8 = 1;
+const FLAG_CNAME: u8 = 2;
+const FLAG_DNAME: u8 = 4;
+/// At or below a zone cut, not the cut itself: not authoritative (RFC 1034 §4.2.1).
+const FLAG_NONAUTH: u8 = 8;
+/// Has a `*` child (RFC 4592 source of synthesis).
+const FLAG_WILDCARD: u8 = 16;
+
+type NameMap<V> = HashMap<Box<[u8]>, V, BuildHasherDefault<NameHasher>>;
+
+/// One RRset of a node: its type, TTL (RFC 2181 §5.2: one per RRset) and where its data is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RdataSet {
+    rtype: u16,
+    ttl: u32,
+    /// Span of the length-prefixed RDATAs in the zone's `rdata`.
+    data: u32,
+    len: u32,
+    /// Index into the zone's `related` table, or `NONE`.
+    related: u32,
+}
+
+impl RdataSet {
+    pub fn rtype(&self) -> RecordType {
+        RecordType::from(self.rtype)
+    }
+
+    pub fn ttl(&self) -> u32 {
+        self.ttl
+    }
+}
+
+/// A reference to an RRset for additional-section data: the zone RRset `set` with the
+/// owner name of node `owner`, or (with [`SYNTH_OWNER`]) with the name at that offset of
+/// `rdata` (a wildcard expansion).
+#[derive(Debug, Clone, Copy)]
+struct SetRef {
+    set: u32,
+    owner: u32,
+}
+
+/// Additional-section data for one RRset (NS, MX, SRV): the A/AAAA RRsets of its targets
+/// found in this zone ("references to related data", computed once at build time).
+#[derive(Debug, Clone, Copy)]
+struct Related {
+    refs: u32,
+    len: u16,
+    /// How many leading refs are required glue (in-domain, RFC 9471); only for NS RRsets
+    /// at delegation points.
+    required: u16,
+}
+
+/// All data at one owner name. A node without RRsets is an empty non-terminal.
+#[derive(Debug, Clone, Copy)]
+pub struct Node {
+    /// Offset of the owner name in the zone's `names`.
+    name: u32,
+    parent: u32,
+    /// First RRset in the zone's `sets`.
+    sets: u32,
+    nsets: u16,
+    name_len: u8,
+    flags: u8,
+}
+
 impl Node {
-    pub fn get(&self, rtype: RecordType) -> Option<&RRset> {
-        self.rrsets.iter().find(|s| s.rtype == rtype)
-    }
-
-    /// Index of the RRset of `rtype` in `rrsets`.
-    pub fn position(&self, rtype: RecordType) -> Option<usize> {
-        self.rrsets.iter().position(|s| s.rtype == rtype)
-    }
-
     pub fn is_empty_non_terminal(&self) -> bool {
-        self.rrsets.is_empty()
-    }
-
-    /// The owner name, lowercased.
-    pub fn name(&self) -> &LowerName {
-        &self.name
+        self.nsets == 0
     }
 
     /// True for a non-apex node with an NS RRset (a zone cut, RFC 1034 §4.2.1).
     pub fn is_delegation(&self) -> bool {
         self.flags & FLAG_DELEG != 0
+    }
+
+    /// True below a zone cut (occluded data, glue).
+    pub fn is_nonauth(&self) -> bool {
+        self.flags & FLAG_NONAUTH != 0
     }
 
     pub fn has_cname(&self) -> bool {
@@ -136,15 +271,9 @@ impl Node {
         self.flags & FLAG_DNAME != 0
     }
 
-    /// Index (see [`Zone::node_at`]) of the topmost zone cut at or above this node: when
-    /// set, the node is at a delegation point or occluded below one.
-    pub fn cut(&self) -> Option<u32> {
-        (self.cut != NONE).then_some(self.cut)
-    }
-
-    /// Index of this node's `*` child (RFC 4592 source of synthesis), if any.
-    pub fn wildcard(&self) -> Option<u32> {
-        (self.wildcard != NONE).then_some(self.wildcard)
+    /// True when the node has a `*` child.
+    pub fn has_wildcard(&self) -> bool {
+        self.flags & FLAG_WILDCARD != 0
     }
 
     /// Index of the parent node (`None` at the apex).
@@ -159,344 +288,133 @@ pub enum BuildError {
     #[error("zone {0} has no SOA record at its apex")]
     NoSoa(Name),
     #[error("record {name} is not within zone {origin}")]
-    OutOfZone { name: Name, origin: Name },
+    OutOfZone { name: String, origin: Name },
     #[error("name {0} is not a valid domain name")]
-    BadName(Name),
-    #[error("zone {0} has more than 2^32 - 2 names")]
+    BadName(String),
+    #[error("RDATA of a {0} record is longer than 65535 octets")]
+    RdataTooLong(RecordType),
+    #[error("{0} RDATA cannot be encoded")]
+    BadRdata(RecordType),
+    #[error("zone {0} is too large (more than 2^31 names, RRsets or octets of data)")]
     TooLarge(Name),
 }
 
-/// An immutable authoritative zone.
-///
-/// Nodes live in one vector (parents before children) and are found through a hash map
-/// keyed by the lowercase wire form of the owner name, so an ancestor lookup is a lookup of
-/// a suffix of the query name's wire form, with no allocation.
+/// Open-addressing hash table (linear probing) from lowercase owner name to node index.
+/// A slot keeps the name's 32-bit hash, so a probe only reads a node whose hash matches.
+#[derive(Debug, Default)]
+struct Index {
+    slots: Box<[Slot]>,
+    mask: usize,
+    len: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    hash: u32,
+    node: u32,
+}
+
+const EMPTY: Slot = Slot {
+    hash: 0,
+    node: NONE,
+};
+
+impl Index {
+    fn with_capacity(n: usize) -> Index {
+        // Load factor at most 1/2 after `n` insertions: short probe sequences.
+        let size = (n.max(4) * 2).next_power_of_two();
+        Index {
+            slots: vec![EMPTY; size].into_boxed_slice(),
+            mask: size - 1,
+            len: 0,
+        }
+    }
+
+    /// Adds a name known to be absent.
+    fn insert(&mut self, hash: u32, node: u32) {
+        if (self.len + 1) * 8 > self.slots.len() * 7 {
+            self.grow();
+        }
+        let mut pos = hash as usize & self.mask;
+        loop {
+            match self.slots.get_mut(pos) {
+                Some(slot) if slot.node == NONE => {
+                    *slot = Slot { hash, node };
+                    self.len += 1;
+                    return;
+                }
+                Some(_) => pos = (pos + 1) & self.mask,
+                None => return, // mask < len: unreachable
+            }
+        }
+    }
+
+    fn grow(&mut self) {
+        let mut bigger = Index::with_capacity(self.slots.len());
+        for slot in self.slots.iter().filter(|s| s.node != NONE) {
+            bigger.insert(slot.hash, slot.node);
+        }
+        *self = bigger;
+    }
+
+    /// Candidates for `hash`, in probe order, until an empty slot.
+    #[inline]
+    fn probe(&self, hash: u32, mut found: impl FnMut(u32) -> bool) -> Option<u32> {
+        let mut pos = hash as usize & self.mask;
+        loop {
+            let slot = self.slots.get(pos)?;
+            if slot.node == NONE {
+                return None;
+            }
+            if slot.hash == hash && found(slot.node) {
+                return Some(slot.node);
+            }
+            pos = (pos + 1) & self.mask;
+        }
+    }
+}
+
+/// An immutable authoritative zone (see the module documentation for the layout).
 #[derive(Debug)]
 pub struct Zone {
     origin: Name,
     origin_lower: LowerName,
     origin_wire: Box<[u8]>,
     serial: u32,
+    names: Box<[u8]>,
+    /// Parents before children; node 0 is the apex.
+    nodes: Box<[Node]>,
     /// Every owner name in the zone, plus every empty non-terminal between an owner and the
-    /// apex, so that "does this name exist" is one map lookup (RFC 4592 §2.2.2).
-    index: NameMap<u32>,
-    nodes: Vec<Node>,
-    /// Wildcard expansions used as additional-section data (owner = the MX/NS/SRV target).
-    synth: Vec<RRset>,
+    /// apex, so that "does this name exist" is one lookup (RFC 4592 §2.2.2).
+    index: Index,
+    sets: Box<[RdataSet]>,
+    rdata: Box<[u8]>,
+    related: Box<[Related]>,
+    refs: Box<[SetRef]>,
     /// The apex SOA with TTL = min(SOA TTL, SOA MINIMUM), for negative answers (RFC 2308 §3).
-    negative_soa: RRset,
+    negative_soa: RdataSet,
     record_count: usize,
 }
 
-/// Inserts `wire` (and any missing ancestor down from the apex) and returns its index.
-/// Ancestors are always created before descendants, so a parent's index is smaller.
-#[allow(clippy::result_large_err)] // build time only; the error names the bad record
-fn ensure_node(
-    index: &mut NameMap<u32>,
-    nodes: &mut Vec<Node>,
-    origin_len: usize,
-    wire: &[u8],
-    name: &Name,
-) -> Result<u32, BuildError> {
-    if let Some(&i) = index.get(wire) {
-        return Ok(i);
-    }
-    // Walk up to the first existing ancestor (the apex exists from the start).
-    let mut missing: Vec<(&[u8], usize)> = Vec::new();
-    let mut cur = wire;
-    let mut skipped = 0usize;
-    let parent_idx = loop {
-        if let Some(&i) = index.get(cur) {
-            break i;
-        }
-        if cur.len() <= origin_len {
-            return Err(BuildError::BadName(name.clone()));
-        }
-        missing.push((cur, skipped));
-        cur = parent_wire(cur).ok_or_else(|| BuildError::BadName(name.clone()))?;
-        skipped += 1;
-    };
-    let mut parent = parent_idx;
-    for (w, skip) in missing.into_iter().rev() {
-        let idx = u32::try_from(nodes.len())
-            .ok()
-            .filter(|&i| i != NONE)
-            .ok_or_else(|| BuildError::TooLarge(name.clone()))?;
-        let node_name = if skip == 0 {
-            LowerName::new(name)
-        } else {
-            let n = Name::from_labels(name.iter().skip(skip))
-                .map_err(|_| BuildError::BadName(name.clone()))?;
-            LowerName::new(&n)
-        };
-        nodes.push(Node {
-            name: node_name,
-            parent,
-            ..Node::default()
-        });
-        // RFC 4592 §2.1.1: a wildcard is a name whose first label is `*`.
-        if w.get(..2) == Some(&[1u8, b'*'][..])
-            && let Some(p) = nodes.get_mut(parent as usize)
-        {
-            p.wildcard = idx;
-        }
-        index.insert(w.into(), idx);
-        parent = idx;
-    }
-    Ok(parent)
-}
-
-fn related_target(data: &RData) -> Option<&Name> {
-    match data {
-        RData::NS(ns) => Some(&ns.0),
-        RData::MX(mx) => Some(&mx.exchange),
-        RData::SRV(srv) => Some(&srv.target),
-        _ => None,
-    }
-}
-
 impl Zone {
-    /// Builds a zone from records that belong to it. Records with the same owner and type
-    /// form one RRset; the RRset TTL is the smallest record TTL (RFC 2181 §5.2).
-    ///
-    /// Semantic checks with line numbers (CNAME exclusivity, glue, ...) belong to the zone
-    /// file loader; this only refuses what would make the zone unservable. Besides
-    /// grouping, it precomputes what answering needs: zone cuts and occlusion, wildcard
-    /// children, CNAME/DNAME flags, and the additional-section data of NS/MX/SRV RRsets.
+    /// Builds a zone from records that belong to it (a convenience over [`ZoneBuilder`]
+    /// for tests and small zones). Records with the same owner and type form one RRset;
+    /// the RRset TTL is the smallest record TTL (RFC 2181 §5.2); duplicates are dropped.
     #[allow(clippy::result_large_err)] // shared signature; build time only
     pub fn build(origin: Name, records: Vec<Record>) -> Result<Zone, BuildError> {
-        let origin_lower = LowerName::new(&origin);
-        let origin_wire: Box<[u8]> = lower_wire(&origin)
-            .ok_or_else(|| BuildError::BadName(origin.clone()))?
-            .into();
-        // Most zones have about one RRset per name: size for that up front so the big
-        // tables are not regrown (and rehashed) while loading millions of names.
-        let mut index: NameMap<u32> =
-            NameMap::with_capacity_and_hasher(records.len(), BuildHasherDefault::default());
-        let mut nodes: Vec<Node> = Vec::with_capacity(records.len());
-        nodes.push(Node {
-            name: origin_lower.clone(),
-            ..Node::default()
-        });
-        index.insert(origin_wire.clone(), 0);
-        let mut record_count = 0usize;
-        for record in records {
-            let wire =
-                lower_wire(&record.name).ok_or_else(|| BuildError::BadName(record.name.clone()))?;
-            if !wire_is_below_or_eq(&wire, &origin_wire) {
-                return Err(BuildError::OutOfZone {
-                    name: record.name.clone(),
-                    origin,
-                });
-            }
-            let idx = ensure_node(
-                &mut index,
-                &mut nodes,
-                origin_wire.len(),
-                &wire,
-                &record.name,
-            )?;
-            let Some(node) = nodes.get_mut(idx as usize) else {
-                continue;
-            };
-            let rtype = record.record_type();
-            match node.rrsets.iter_mut().find(|s| s.rtype == rtype) {
-                Some(set) => {
-                    if set.records.iter().any(|r| r.data == record.data) {
-                        continue; // duplicate RR: RFC 2181 §5 says an RRset is a set
-                    }
-                    set.ttl = set.ttl.min(record.ttl);
-                    set.records.push(record);
-                }
-                None => node.rrsets.push(RRset {
-                    name: record.name.clone(),
-                    rtype,
-                    ttl: record.ttl,
-                    records: vec![record],
-                }),
-            }
-            record_count += 1;
+        let mut builder = ZoneBuilder::new(&origin, records.len())?;
+        let mut owner = Vec::with_capacity(256);
+        let mut data = Vec::with_capacity(256);
+        for record in &records {
+            owner.clear();
+            owner.extend_from_slice(&case_wire(&record.name));
+            data.clear();
+            build::emit_rdata(&record.data, &mut data)
+                .map_err(|_| BuildError::BadRdata(record.record_type()))?;
+            builder.add(&owner, record.record_type(), record.ttl, &data)?;
         }
-
-        // TTLs, flags and zone cuts. Parents precede children, so one forward pass sees
-        // each parent's cut before its children.
-        for i in 0..nodes.len() {
-            let parent_cut = nodes
-                .get(i)
-                .and_then(|n| nodes.get(n.parent as usize))
-                .map_or(NONE, |p| p.cut);
-            let Some(node) = nodes.get_mut(i) else {
-                continue;
-            };
-            let mut flags = 0u8;
-            for set in &mut node.rrsets {
-                let ttl = set.ttl;
-                for r in &mut set.records {
-                    r.ttl = ttl;
-                }
-                match set.rtype {
-                    RecordType::NS if i != 0 => flags |= FLAG_DELEG,
-                    RecordType::CNAME => flags |= FLAG_CNAME,
-                    RecordType::DNAME => flags |= FLAG_DNAME,
-                    _ => {}
-                }
-            }
-            node.flags = flags;
-            // RFC 1034 §4.2.1: everything at or below the topmost cut is not authoritative.
-            node.cut = if parent_cut != NONE {
-                parent_cut
-            } else if flags & FLAG_DELEG != 0 {
-                i as u32
-            } else {
-                NONE
-            };
-        }
-
-        let soa = nodes
-            .first()
-            .and_then(|n| n.get(RecordType::SOA))
-            .ok_or_else(|| BuildError::NoSoa(origin.clone()))?;
-        let (serial, minimum) = soa
-            .records
-            .first()
-            .and_then(|r| match &r.data {
-                RData::SOA(soa) => Some((soa.serial, soa.minimum)),
-                _ => None,
-            })
-            .ok_or_else(|| BuildError::NoSoa(origin.clone()))?;
-        // RFC 2308 §3: the negative TTL is min(SOA TTL, SOA MINIMUM).
-        let mut negative_soa = soa.clone();
-        negative_soa.ttl = soa.ttl.min(minimum);
-        for r in &mut negative_soa.records {
-            r.ttl = negative_soa.ttl;
-        }
-
-        nodes.shrink_to_fit();
-        let mut zone = Zone {
-            origin,
-            origin_lower,
-            origin_wire,
-            serial,
-            index,
-            nodes,
-            synth: Vec::new(),
-            negative_soa,
-            record_count,
-        };
-        zone.link_related();
-        Ok(zone)
-    }
-
-    /// Computes, for every NS/MX/SRV RRset, the A/AAAA RRsets of its targets that this
-    /// zone holds (RFC 1034 §4.3.2 step 3 / §6.2.3). Like Knot, a target without a node of
-    /// its own is matched against a wildcard, and occluded glue counts (it is in the zone
-    /// data). At a delegation, in-domain glue (target at or below the cut) is required
-    /// (RFC 9471 §2.1) and goes first.
-    fn link_related(&mut self) {
-        let mut found: Vec<(usize, Related)> = Vec::new();
-        let mut synth: Vec<RRset> = Vec::new();
-        for (i, node) in self.nodes.iter().enumerate() {
-            let mut cut_wire: Option<Vec<u8>> = None;
-            for (s, set) in node.rrsets.iter().enumerate() {
-                if !matches!(set.rtype, RecordType::NS | RecordType::MX | RecordType::SRV) {
-                    continue;
-                }
-                let at_cut = set.rtype == RecordType::NS && node.is_delegation();
-                if at_cut && cut_wire.is_none() {
-                    cut_wire = lower_wire(&node.name);
-                }
-                let mut required: Vec<SetRef> = Vec::new();
-                let mut optional: Vec<SetRef> = Vec::new();
-                let mut seen: Vec<Vec<u8>> = Vec::new();
-                for record in &set.records {
-                    let Some(target) = related_target(&record.data) else {
-                        continue;
-                    };
-                    let Some(tw) = lower_wire(target) else {
-                        continue;
-                    };
-                    if !wire_is_below_or_eq(&tw, &self.origin_wire) || seen.contains(&tw) {
-                        continue;
-                    }
-                    let is_required = at_cut
-                        && cut_wire
-                            .as_deref()
-                            .is_some_and(|c| wire_is_below_or_eq(&tw, c));
-                    let out = if is_required {
-                        &mut required
-                    } else {
-                        &mut optional
-                    };
-                    self.address_refs(&tw, target, &mut synth, out);
-                    seen.push(tw);
-                }
-                if required.is_empty() && optional.is_empty() {
-                    continue;
-                }
-                let req = u16::try_from(required.len()).unwrap_or(u16::MAX);
-                required.extend(optional);
-                if let Ok(set) = u16::try_from(s) {
-                    found.push((
-                        i,
-                        Related {
-                            set,
-                            refs: required.into(),
-                            required: req,
-                        },
-                    ));
-                }
-            }
-        }
-        for (i, related) in found {
-            if let Some(node) = self.nodes.get_mut(i) {
-                node.related.push(related);
-            }
-        }
-        self.synth = synth;
-    }
-
-    /// Pushes refs to the A and AAAA RRsets for `target` (lowercase wire `tw`).
-    fn address_refs(
-        &self,
-        tw: &[u8],
-        target: &Name,
-        synth: &mut Vec<RRset>,
-        out: &mut Vec<SetRef>,
-    ) {
-        if let Some((idx, node)) = self.lookup(tw) {
-            for (s, set) in node.rrsets.iter().enumerate() {
-                if matches!(set.rtype, RecordType::A | RecordType::AAAA) {
-                    out.push(SetRef {
-                        node: idx,
-                        set: s as u32,
-                    });
-                }
-            }
-            return;
-        }
-        // RFC 4592 §3.3.1: closest encloser, then its `*` child.
-        let mut cur = tw;
-        let encloser = loop {
-            let Some(parent) = parent_wire(cur) else {
-                return;
-            };
-            if let Some((_, n)) = self.lookup(parent) {
-                break n;
-            }
-            cur = parent;
-        };
-        let Some(wild) = encloser.wildcard().and_then(|w| self.node_at(w)) else {
-            return;
-        };
-        for set in &wild.rrsets {
-            if matches!(set.rtype, RecordType::A | RecordType::AAAA) {
-                let Ok(n) = u32::try_from(self.synth.len() + synth.len()) else {
-                    return;
-                };
-                synth.push(set.with_owner(target));
-                out.push(SetRef { node: NONE, set: n });
-            }
-        }
+        drop(records);
+        builder.finish()
     }
 
     pub fn origin(&self) -> &Name {
@@ -516,59 +434,6 @@ impl Zone {
         self.serial
     }
 
-    /// The apex SOA RRset (always present: `build` refuses zones without one).
-    pub fn soa(&self) -> Option<&RRset> {
-        self.nodes.first().and_then(|n| n.get(RecordType::SOA))
-    }
-
-    /// The apex SOA with TTL = min(SOA TTL, SOA MINIMUM), for the authority section of
-    /// NXDOMAIN and NODATA answers (RFC 2308 §3).
-    pub fn negative_soa(&self) -> &RRset {
-        &self.negative_soa
-    }
-
-    /// The node at exactly `name`, if the name exists (possibly as an empty non-terminal).
-    pub fn node(&self, name: &LowerName) -> Option<&Node> {
-        let wire = lower_wire(name)?;
-        self.lookup(&wire).map(|(_, n)| n)
-    }
-
-    /// The node with this lowercase wire-form owner name, and its index.
-    #[inline]
-    pub fn lookup(&self, wire: &[u8]) -> Option<(u32, &Node)> {
-        let &i = self.index.get(wire)?;
-        self.nodes.get(i as usize).map(|n| (i, n))
-    }
-
-    /// The node at `index` (as returned by [`Zone::lookup`], [`Node::cut`], ...).
-    #[inline]
-    pub fn node_at(&self, index: u32) -> Option<&Node> {
-        self.nodes.get(index as usize)
-    }
-
-    /// The additional-section RRsets for `node.rrsets[set]` (A/AAAA of NS/MX/SRV targets
-    /// in this zone) and how many leading ones are required glue.
-    pub fn related<'a>(
-        &'a self,
-        node: &'a Node,
-        set: usize,
-    ) -> (impl Iterator<Item = &'a RRset> + 'a, usize) {
-        let related = node.related.iter().find(|r| usize::from(r.set) == set);
-        let required = related.map_or(0, |r| usize::from(r.required));
-        let refs = related.map(|r| &r.refs[..]).unwrap_or(&[]);
-        (refs.iter().filter_map(|r| self.set_ref(*r)), required)
-    }
-
-    fn set_ref(&self, r: SetRef) -> Option<&RRset> {
-        if r.node == NONE {
-            self.synth.get(r.set as usize)
-        } else {
-            self.nodes
-                .get(r.node as usize)
-                .and_then(|n| n.rrsets.get(r.set as usize))
-        }
-    }
-
     pub fn record_count(&self) -> usize {
         self.record_count
     }
@@ -577,9 +442,190 @@ impl Zone {
         self.nodes.len()
     }
 
-    /// Every node, in no particular order (for exports and tests).
-    pub fn nodes(&self) -> impl Iterator<Item = (&LowerName, &Node)> {
-        self.nodes.iter().map(|n| (&n.name, n))
+    /// The node with this lowercase wire-form owner name, and its index.
+    #[inline]
+    pub fn lookup(&self, wire: &[u8]) -> Option<(u32, &Node)> {
+        let hash = hash_name(wire);
+        let idx = self.index.probe(hash, |i| {
+            self.nodes
+                .get(i as usize)
+                .is_some_and(|n| self.owner(n).eq_ignore_ascii_case(wire))
+        })?;
+        self.nodes.get(idx as usize).map(|n| (idx, n))
+    }
+
+    /// The node at exactly `name`, if the name exists (possibly as an empty non-terminal).
+    pub fn node(&self, name: &LowerName) -> Option<&Node> {
+        let wire = lower_wire(name)?;
+        self.lookup(&wire).map(|(_, n)| n)
+    }
+
+    /// The node at `index` (as returned by [`Zone::lookup`], [`Zone::cut`], ...).
+    #[inline]
+    pub fn node_at(&self, index: u32) -> Option<&Node> {
+        self.nodes.get(index as usize)
+    }
+
+    /// Every node, parents before children.
+    pub fn nodes(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.iter()
+    }
+
+    /// The owner name of `node`: wire form, case as in the zone file.
+    #[inline]
+    pub fn owner(&self, node: &Node) -> &[u8] {
+        let start = node.name as usize;
+        self.names
+            .get(start..start + usize::from(node.name_len))
+            .unwrap_or_default()
+    }
+
+    /// The RRsets of `node`, in the order their first records came.
+    #[inline]
+    pub fn sets(&self, node: &Node) -> &[RdataSet] {
+        let start = node.sets as usize;
+        self.sets
+            .get(start..start + usize::from(node.nsets))
+            .unwrap_or_default()
+    }
+
+    /// The RRset of `rtype` at `node`.
+    #[inline]
+    pub fn set(&self, node: &Node, rtype: RecordType) -> Option<&RdataSet> {
+        let code = u16::from(rtype);
+        self.sets(node).iter().find(|s| s.rtype == code)
+    }
+
+    /// The length-prefixed RDATAs of `set`.
+    #[inline]
+    pub fn data(&self, set: &RdataSet) -> &[u8] {
+        let start = set.data as usize;
+        self.rdata
+            .get(start..start + set.len as usize)
+            .unwrap_or_default()
+    }
+
+    /// `set` (an RRset of `node`) borrowed as an answer-section RRset.
+    #[inline]
+    pub fn view<'z>(&'z self, node: &Node, set: &RdataSet) -> WireRRset<'z> {
+        WireRRset {
+            owner: Cow::Borrowed(self.owner(node)),
+            rtype: set.rtype(),
+            ttl: set.ttl,
+            rdata: Cow::Borrowed(self.data(set)),
+        }
+    }
+
+    /// Index of the topmost zone cut at or above node `idx`: when set, the node is at a
+    /// delegation point or occluded below one (RFC 1034 §4.2.1).
+    pub fn cut(&self, idx: u32, node: &Node) -> Option<u32> {
+        if node.flags & (FLAG_DELEG | FLAG_NONAUTH) == 0 {
+            return None;
+        }
+        // Everything between a non-authoritative node and its topmost cut is also
+        // non-authoritative; the cut itself is not.
+        let (mut i, mut n) = (idx, *node);
+        while n.flags & FLAG_NONAUTH != 0 {
+            i = n.parent;
+            n = *self.nodes.get(i as usize)?;
+        }
+        Some(i)
+    }
+
+    /// The `*` child of the node whose lowercase wire name is `lower` (RFC 4592 §3.3.1).
+    pub fn wildcard_child(&self, node: &Node, lower: &[u8]) -> Option<(u32, &Node)> {
+        if !node.has_wildcard() {
+            return None;
+        }
+        let mut buf = [0u8; 255];
+        let name = buf.get_mut(..lower.len() + 2)?;
+        name.get_mut(..2)?.copy_from_slice(b"\x01*");
+        name.get_mut(2..)?.copy_from_slice(lower);
+        self.lookup(name)
+    }
+
+    /// The additional-section RRsets for `set` (A/AAAA of NS/MX/SRV targets in this zone)
+    /// and how many leading ones are required glue.
+    pub fn related<'z>(
+        &'z self,
+        set: &RdataSet,
+    ) -> (impl Iterator<Item = WireRRset<'z>> + 'z, usize) {
+        let related = self.related.get(set.related as usize);
+        let required = related.map_or(0, |r| usize::from(r.required));
+        let refs = related
+            .and_then(|r| {
+                let start = r.refs as usize;
+                self.refs.get(start..start + usize::from(r.len))
+            })
+            .unwrap_or_default();
+        (refs.iter().filter_map(|r| self.resolve(*r)), required)
+    }
+
+    fn resolve(&self, r: SetRef) -> Option<WireRRset<'_>> {
+        let set = self.sets.get(r.set as usize)?;
+        let owner = if r.owner & SYNTH_OWNER != 0 {
+            let at = self.rdata.get((r.owner & !SYNTH_OWNER) as usize..)?;
+            at.get(..rdata::name_len(at)?)?
+        } else {
+            self.owner(self.nodes.get(r.owner as usize)?)
+        };
+        Some(WireRRset {
+            owner: Cow::Borrowed(owner),
+            rtype: set.rtype(),
+            ttl: set.ttl,
+            rdata: Cow::Borrowed(self.data(set)),
+        })
+    }
+
+    /// The apex SOA RRset (always present: the builder refuses zones without one).
+    pub fn soa(&self) -> Option<WireRRset<'_>> {
+        let apex = self.nodes.first()?;
+        self.set(apex, RecordType::SOA).map(|s| self.view(apex, s))
+    }
+
+    /// The apex SOA with TTL = min(SOA TTL, SOA MINIMUM), for the authority section of
+    /// NXDOMAIN and NODATA answers (RFC 2308 §3).
+    #[inline]
+    pub fn negative_soa(&self) -> WireRRset<'_> {
+        WireRRset {
+            owner: Cow::Borrowed(self.nodes.first().map_or(&[][..], |n| self.owner(n))),
+            rtype: RecordType::SOA,
+            ttl: self.negative_soa.ttl,
+            rdata: Cow::Borrowed(self.data(&self.negative_soa)),
+        }
+    }
+
+    /// Every RRset of the zone, node by node (off the query path: exports, tests).
+    pub fn rrsets(&self) -> impl Iterator<Item = WireRRset<'_>> {
+        self.nodes
+            .iter()
+            .flat_map(move |n| self.sets(n).iter().map(move |s| self.view(n, s)))
+    }
+
+    /// Every record of the zone, decoded into hickory records (off the query path).
+    pub fn records(&self) -> impl Iterator<Item = Record> + '_ {
+        self.rrsets().flat_map(|s| s.records())
+    }
+
+    /// The records of the RRset `owner`/`rtype`, decoded (tests, tools).
+    pub fn rrset_records(&self, owner: &Name, rtype: RecordType) -> Vec<Record> {
+        let Some(wire) = lower_wire(owner) else {
+            return Vec::new();
+        };
+        self.lookup(&wire)
+            .and_then(|(_, n)| self.set(n, rtype).map(|s| self.view(n, s).records()))
+            .unwrap_or_default()
+    }
+
+    /// Approximate heap bytes held by the zone's tables.
+    pub fn heap_size(&self) -> usize {
+        self.names.len()
+            + std::mem::size_of_val(&*self.nodes)
+            + std::mem::size_of_val(&*self.index.slots)
+            + std::mem::size_of_val(&*self.sets)
+            + self.rdata.len()
+            + std::mem::size_of_val(&*self.related)
+            + std::mem::size_of_val(&*self.refs)
     }
 }
 
@@ -685,16 +731,31 @@ mod name {
         /// `None` when the name is not a valid wire name (empty or too long labels, > 255
         /// octets); hickory's `Name` already enforces this, so it is a defensive check.
         pub fn from_name(name: &Name) -> Option<WireName> {
-            let mut w = WireName {
+            let mut w = WireName::empty();
+            w.set_name(name).then_some(w)
+        }
+
+        /// An empty buffer for [`WireName::set_name`].
+        pub fn empty() -> WireName {
+            WireName {
                 buf: [0; MAX_WIRE],
                 len: 0,
                 offsets: [0; MAX_LABELS],
                 labels: 0,
-            };
-            for label in name.iter() {
-                w.push_label(label)?;
             }
-            w.finish()
+        }
+
+        /// Fills `self` with `name` in place (no copy of the buffer on the way out, which
+        /// matters on the query path); false when the name is not a valid wire name.
+        pub fn set_name(&mut self, name: &Name) -> bool {
+            self.len = 0;
+            self.labels = 0;
+            for label in name.iter() {
+                if self.push_label(label).is_none() {
+                    return false;
+                }
+            }
+            self.terminate().is_some()
         }
 
         /// Builds `prefix` (the first `prefix_labels` labels of `name`) followed by `suffix`.
@@ -709,6 +770,26 @@ mod name {
                 w.push_label(label)?;
             }
             w.finish()
+        }
+
+        /// Lowercase copy of an uncompressed wire-form name (`None` when malformed).
+        pub fn from_wire(wire: &[u8]) -> Option<WireName> {
+            let mut w = WireName {
+                buf: [0; MAX_WIRE],
+                len: 0,
+                offsets: [0; MAX_LABELS],
+                labels: 0,
+            };
+            let mut rest = wire;
+            loop {
+                let (&l, tail) = rest.split_first()?;
+                if l == 0 {
+                    return w.finish();
+                }
+                let (label, tail) = tail.split_at_checked(usize::from(l))?;
+                w.push_label(label)?;
+                rest = tail;
+            }
         }
 
         fn push_label(&mut self, label: &[u8]) -> Option<()> {
@@ -729,10 +810,15 @@ mod name {
         }
 
         fn finish(mut self) -> Option<WireName> {
+            self.terminate()?;
+            Some(self)
+        }
+
+        fn terminate(&mut self) -> Option<()> {
             *self.offsets.get_mut(self.labels)? = u8::try_from(self.len).ok()?;
             *self.buf.get_mut(self.len)? = 0;
             self.len += 1;
-            Some(self)
+            Some(())
         }
 
         pub fn as_bytes(&self) -> &[u8] {
@@ -789,6 +875,15 @@ mod name {
             }
         }
         cur == ancestor
+    }
+
+    /// 32-bit hash of a lowercase wire-form name, for the zone's node index.
+    #[inline]
+    pub fn hash_name(wire: &[u8]) -> u32 {
+        let mut h = NameHasher::default();
+        h.write(wire);
+        // The multiply leaves the best-mixed bits at the top.
+        (h.0 >> 32) as u32
     }
 
     /// A fast non-cryptographic hasher (FxHash-style) for name keys. Query names cannot

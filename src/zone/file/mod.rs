@@ -16,12 +16,12 @@ use std::fmt;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use hickory_proto::rr::{DNSClass, Name, Record, RecordType};
+use hickory_proto::rr::{DNSClass, Name, RecordType};
 use hickory_proto::serialize::txt::parse_ttl;
 
 use self::lexer::{Lexer, Token};
 use self::rdata::{Scratch, name_from_wire, name_wire, parse_rdata, show};
-use super::Zone;
+use super::{Zone, ZoneBuilder, parent_wire};
 
 /// One problem in a zone file, at `file:line` (line 0: the zone as a whole).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,32 +80,43 @@ pub fn load_zone(path: &Path, origin: &Name, include_root: &Path) -> Result<Zone
         source,
     })?;
     let started = std::time::Instant::now();
-    let mut loader = Loader::new(origin, include_root);
+    let invalid = |message: String| {
+        ZoneFileError::Invalid(vec![ZoneError {
+            file: path.to_path_buf(),
+            line: 0,
+            message,
+        }])
+    };
+    // One record per line is the common case: size the builder's tables once.
+    let lines = data.iter().filter(|&&b| b == b'\n').count();
+    let builder = ZoneBuilder::new(origin, lines).map_err(|e| invalid(e.to_string()))?;
+    let mut loader = Loader::new(builder, include_root);
+    loader.records.reserve(lines);
     loader.run(path, &data);
+    drop(data);
     if !loader.errors.is_empty() {
         return Err(ZoneFileError::Invalid(loader.finish_errors()));
     }
     let Loader {
+        builder,
         records,
         parse_time,
         ..
     } = loader;
-    let parsed = std::time::Instant::now();
-    let built = Zone::build(origin.clone(), records);
+    drop(records);
+    let checked = std::time::Instant::now();
+    let zone = builder.finish().map_err(|e| invalid(e.to_string()))?;
     tracing::debug!(
         zone = %origin,
         parse_ms = parse_time.as_millis() as u64,
-        validate_ms = (parsed - started).saturating_sub(parse_time).as_millis() as u64,
-        build_ms = parsed.elapsed().as_millis() as u64,
+        validate_ms = (checked - started).saturating_sub(parse_time).as_millis() as u64,
+        build_ms = checked.elapsed().as_millis() as u64,
+        names = zone.name_count(),
+        records = zone.record_count(),
+        heap_kb = zone.heap_size() / 1024,
         "zone file loaded"
     );
-    built.map_err(|e| {
-        ZoneFileError::Invalid(vec![ZoneError {
-            file: path.to_path_buf(),
-            line: 0,
-            message: e.to_string(),
-        }])
-    })
+    Ok(zone)
 }
 
 /// Every problem found in the zone file (empty: the zone would load).
@@ -126,30 +137,54 @@ pub fn check_zone(path: &Path, origin: &Name, include_root: &Path) -> Vec<ZoneEr
 struct FileState {
     origin_wire: Vec<u8>,
     origin: Name,
-    /// Last owner; `Err` when the last owner was invalid (already reported).
-    owner: Option<Result<Name, ()>>,
+    /// Last owner (wire form, case kept); `Err` when the last owner was invalid (already
+    /// reported), `None` before the first one.
+    owner: Option<Result<(), ()>>,
+    owner_wire: Vec<u8>,
     default_ttl: u32,
+}
+
+/// Where a record came from and what the builder did with it, for the semantic checks.
+pub(super) struct RecPos {
+    pub node: u32,
+    pub file: u32,
+    pub line: u32,
+    pub rtype: u16,
+    /// Same as a record already in its RRset (dropped by the builder).
+    pub duplicate: bool,
 }
 
 struct Loader {
     zone_origin: Name,
+    /// Lowercase wire form of the zone origin.
+    origin_lower: Vec<u8>,
     include_root: Result<PathBuf, String>,
     files: Vec<PathBuf>,
-    records: Vec<Record>,
-    /// (file index, line) of each record.
-    positions: Vec<(u32, u32)>,
-    /// Lower-cased wire form of owner names, back to back, and each record's span in it:
-    /// lets the semantic checks hash and walk names as byte slices (no `LowerName`s).
-    owner_arena: Vec<u8>,
-    owner_spans: Vec<(u32, u32)>,
+    /// Records go straight into the zone's tables as they are parsed.
+    builder: ZoneBuilder,
+    records: Vec<RecPos>,
     /// (file index, error) pairs; sorted by position at the end.
     errors: Vec<(u32, ZoneError)>,
     dropped_errors: usize,
     /// A syntax error was found: semantic checks would only produce follow-up noise.
     syntax_error: bool,
     scratch: Scratch,
+    /// RDATA of the current record, in wire form.
+    rdata: Vec<u8>,
     /// Time spent reading and parsing (without the semantic checks).
     parse_time: std::time::Duration,
+}
+
+/// True when the wire name `name` is `ancestor` or below it, ignoring ASCII case.
+fn in_zone(name: &[u8], ancestor: &[u8]) -> bool {
+    let mut cur = name;
+    while cur.len() > ancestor.len() {
+        match parent_wire(cur) {
+            Some(p) => cur = p,
+            None => return false,
+        }
+    }
+    cur.eq_ignore_ascii_case(ancestor)
 }
 
 enum ClassOrType {
@@ -216,24 +251,24 @@ fn parse_ttl_token(t: &Token<'_>) -> Result<u32, String> {
 }
 
 impl Loader {
-    fn new(origin: &Name, include_root: &Path) -> Loader {
+    fn new(builder: ZoneBuilder, include_root: &Path) -> Loader {
         let include_root = include_root
             .canonicalize()
             .map_err(|e| format!("include root {} is not usable: {e}", include_root.display()));
-        let mut zone_origin = origin.clone();
-        zone_origin.set_fqdn(true);
+        let zone_origin = builder.origin().clone();
+        let origin_lower = crate::zone::lower_wire(&zone_origin).unwrap_or_else(|| vec![0]);
         Loader {
             zone_origin,
+            origin_lower,
             include_root,
             files: Vec::new(),
+            builder,
             records: Vec::new(),
-            positions: Vec::new(),
-            owner_arena: Vec::new(),
-            owner_spans: Vec::new(),
             errors: Vec::new(),
             dropped_errors: 0,
             syntax_error: false,
             scratch: Scratch::default(),
+            rdata: Vec::with_capacity(512),
             parse_time: std::time::Duration::ZERO,
         }
     }
@@ -285,6 +320,7 @@ impl Loader {
             origin_wire,
             origin: self.zone_origin.clone(),
             owner: None,
+            owner_wire: Vec::with_capacity(256),
             default_ttl: DEFAULT_TTL,
         };
         let started = std::time::Instant::now();
@@ -293,19 +329,10 @@ impl Loader {
         // Semantic checks only make sense on a syntactically clean file: a dropped SOA or
         // NS line would produce follow-up errors that are not real.
         if !self.syntax_error {
-            let keys: Vec<&[u8]> = self
-                .owner_spans
-                .iter()
-                .map(|&(s, e)| {
-                    self.owner_arena
-                        .get(s as usize..e as usize)
-                        .unwrap_or_default()
-                })
-                .collect();
-            let problems = validate::validate(&self.zone_origin, &self.records, &keys);
+            let problems = validate::validate(&self.zone_origin, &self.builder, &self.records);
             for (idx, message) in problems {
-                let (file, line) = match idx.and_then(|i| self.positions.get(i)) {
-                    Some(&(f, l)) => (f, l as usize),
+                let (file, line) = match idx.and_then(|i| self.records.get(i)) {
+                    Some(r) => (r.file, r.line as usize),
                     None => (0, 0),
                 };
                 self.error(file, line, message);
@@ -316,13 +343,12 @@ impl Loader {
     fn parse_file(&mut self, path: PathBuf, data: &[u8], mut st: FileState, depth: usize) {
         let file = u32::try_from(self.files.len()).unwrap_or(u32::MAX);
         self.files.push(path);
-        // One record per line is the common case: reserve once instead of regrowing a
-        // vector of a million records several times.
-        let lines = data.iter().filter(|&&b| b == b'\n').count();
-        self.records.reserve(lines);
-        self.positions.reserve(lines);
-        self.owner_spans.reserve(lines);
-        let mut owner_span = (0u32, 0u32);
+        // One record per line is the common case: reserve once instead of regrowing (the
+        // top file's lines were counted to size the builder).
+        if depth > 0 {
+            let lines = data.iter().filter(|&&b| b == b'\n').count();
+            self.records.reserve(lines);
+        }
         let mut lexer = Lexer::new(data);
         let mut tokens: Vec<Token<'_>> = Vec::with_capacity(16);
         let mut name_buf: Vec<u8> = Vec::with_capacity(256);
@@ -348,10 +374,10 @@ impl Loader {
                     continue;
                 }
                 name_buf.clear();
-                let owner = name_wire(first.text, &st.origin_wire, &mut name_buf)
-                    .and_then(|()| name_from_wire(&name_buf));
-                match owner {
-                    Ok(n) if !self.zone_origin.zone_of(&n) => {
+                match name_wire(first.text, &st.origin_wire, &mut name_buf) {
+                    Ok(()) if !in_zone(&name_buf, &self.origin_lower) => {
+                        let n = name_from_wire(&name_buf)
+                            .map_or_else(|_| show(first.text), |n| n.to_string());
                         self.error(
                             file,
                             line,
@@ -360,13 +386,9 @@ impl Loader {
                         st.owner = Some(Err(()));
                         continue;
                     }
-                    Ok(n) => {
-                        st.owner = Some(Ok(n));
-                        let start = u32::try_from(self.owner_arena.len()).unwrap_or(u32::MAX);
-                        self.owner_arena
-                            .extend(name_buf.iter().map(u8::to_ascii_lowercase));
-                        let end = u32::try_from(self.owner_arena.len()).unwrap_or(u32::MAX);
-                        owner_span = (start, end);
+                    Ok(()) => {
+                        st.owner = Some(Ok(()));
+                        std::mem::swap(&mut st.owner_wire, &mut name_buf);
                     }
                     Err(m) => {
                         self.syntax(file, line, format!("invalid owner name: {m}"));
@@ -375,8 +397,8 @@ impl Loader {
                     }
                 }
             }
-            let owner = match &st.owner {
-                Some(Ok(n)) => n.clone(),
+            match &st.owner {
+                Some(Ok(())) => {}
                 Some(Err(())) => continue, // already reported for this owner
                 None => {
                     self.syntax(
@@ -386,26 +408,29 @@ impl Loader {
                     );
                     continue;
                 }
-            };
-            match self.record(owner, rest, &st) {
-                Ok(record) => {
-                    self.records.push(record);
-                    self.owner_spans.push(owner_span);
-                    self.positions
-                        .push((file, u32::try_from(line).unwrap_or(u32::MAX)));
-                }
+            }
+            let added = self.record(rest, &st).and_then(|(rtype, ttl)| {
+                self.builder
+                    .add(&st.owner_wire, rtype, ttl, &self.rdata)
+                    .map(|added| (rtype, added))
+                    .map_err(|e| e.to_string())
+            });
+            match added {
+                Ok((rtype, added)) => self.records.push(RecPos {
+                    node: added.node,
+                    file,
+                    line: u32::try_from(line).unwrap_or(u32::MAX),
+                    rtype: u16::from(rtype),
+                    duplicate: added.duplicate,
+                }),
                 Err(m) => self.syntax(file, line, m),
             }
         }
     }
 
-    /// `[<TTL>] [<class>] <type> <RDATA>` or `[<class>] [<TTL>] <type> <RDATA>` (RFC 1035 §5.1).
-    fn record(
-        &mut self,
-        owner: Name,
-        toks: &[Token<'_>],
-        st: &FileState,
-    ) -> Result<Record, String> {
+    /// `[<TTL>] [<class>] <type> <RDATA>` or `[<class>] [<TTL>] <type> <RDATA>` (RFC 1035
+    /// §5.1): returns the type and TTL, and leaves the RDATA in wire form in `self.rdata`.
+    fn record(&mut self, toks: &[Token<'_>], st: &FileState) -> Result<(RecordType, u32), String> {
         let mut ttl = None;
         let mut class_seen = false;
         let mut i = 0;
@@ -431,17 +456,15 @@ impl Loader {
                 }
             }
         };
-        let rdata = parse_rdata(
+        self.rdata.clear();
+        parse_rdata(
             rtype,
             toks.get(i..).unwrap_or_default(),
             &st.origin_wire,
             &mut self.scratch,
+            &mut self.rdata,
         )?;
-        Ok(Record::from_rdata(
-            owner,
-            ttl.unwrap_or(st.default_ttl),
-            rdata,
-        ))
+        Ok((rtype, ttl.unwrap_or(st.default_ttl)))
     }
 
     fn directive(
@@ -497,6 +520,7 @@ impl Loader {
                     origin_wire,
                     origin,
                     owner: None,
+                    owner_wire: Vec::with_capacity(256),
                     default_ttl: st.default_ttl,
                 };
                 self.parse_file(target, &data, child, depth + 1);

@@ -1,20 +1,19 @@
-//! Presentation-format RDATA and names (RFC 1035 §5.1, RFC 3597 §5) to hickory `RData`.
+//! Presentation-format RDATA and names (RFC 1035 §5.1, RFC 3597 §5) to uncompressed wire
+//! form, the zone's storage format (see `zone::rdata`).
 //!
 //! Names inside RDATA are resolved against the current `$ORIGIN`, which hickory's own
-//! `RData::try_from_str` cannot do, so every type that carries a name is parsed here.
-//! Types hickory has no struct for (DNAME, KX, RP, AFSDB, SPF, and the DNSSEC types,
-//! which need a crate feature we don't enable) become `RData::Unknown` with their wire
-//! form: that is exactly what hickory's wire decoder produces for them, so a record read
-//! from a zone file and the same record received over AXFR compare equal.
+//! `RData::try_from_str` cannot do, so every type that carries a name is parsed here, as
+//! are the common types (straight to wire form, no intermediate `RData`). The few types
+//! left to hickory's parser (CAA, SSHFP, TLSA, SVCB, ...) and RFC 3597 generic data of
+//! known types go through `RData` and are emitted uncompressed, names with their case.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
-use hickory_proto::rr::rdata::{
-    A, AAAA, ANAME, CNAME, HINFO, MX, NAPTR, NS, NULL, PTR, SOA, SRV, TXT,
-};
 use hickory_proto::rr::{Name, RData, RecordType};
-use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, Restrict};
+use hickory_proto::serialize::binary::{
+    BinDecodable, BinDecoder, BinEncodable, BinEncoder, NameEncoding, Restrict,
+};
 use hickory_proto::serialize::txt::parse_ttl;
 
 use super::lexer::Token;
@@ -128,6 +127,7 @@ pub(super) fn name_from_wire(wire: &[u8]) -> RResult<Name> {
 }
 
 /// Parses a name token relative to the origin (given in wire form).
+#[cfg(test)]
 pub(super) fn parse_name(tok: &[u8], origin_wire: &[u8], scratch: &mut Vec<u8>) -> RResult<Name> {
     scratch.clear();
     name_wire(tok, origin_wire, scratch)?;
@@ -252,15 +252,6 @@ fn base64_tokens(toks: &[Token<'_>], out: &mut Vec<u8>) -> RResult<()> {
     Ok(())
 }
 
-fn unknown(code: RecordType, wire: Vec<u8>) -> RData {
-    let rdata = if wire.is_empty() {
-        NULL::new()
-    } else {
-        NULL::with(wire)
-    };
-    RData::Unknown { code, rdata }
-}
-
 /// Types whose presentation form hickory parses correctly by itself (no names inside).
 fn hickory_parses(rtype: RecordType) -> bool {
     matches!(
@@ -301,172 +292,150 @@ pub(super) struct Scratch {
     pub a: Vec<u8>,
 }
 
-/// Parses the RDATA tokens of one record.
+/// Parses the RDATA tokens of one record and appends its uncompressed wire form (names
+/// with the case they were written in) to `out`.
 pub(super) fn parse_rdata(
     rtype: RecordType,
     toks: &[Token<'_>],
     origin_wire: &[u8],
     s: &mut Scratch,
-) -> RResult<RData> {
+    out: &mut Vec<u8>,
+) -> RResult<()> {
     // RFC 3597 §5: `\# <length> <hex>` is valid for every type, known or not.
     if let Some(first) = toks.first()
         && !first.quoted
         && first.text == b"\\#"
     {
-        return generic(rtype, toks.get(1..).unwrap_or_default());
+        let rdata = generic(rtype, toks.get(1..).unwrap_or_default())?;
+        return emit(rtype, &rdata, out);
     }
-    let name = |i: usize, s: &mut Vec<u8>| -> RResult<Name> {
-        parse_name(tok(toks, i)?.text, origin_wire, s)
+    let name = |i: usize, out: &mut Vec<u8>| -> RResult<()> {
+        name_wire(tok(toks, i)?.text, origin_wire, out)
     };
-    let rdata = match rtype {
+    let u16_field = |i: usize, what: &str, out: &mut Vec<u8>| -> RResult<()> {
+        out.extend_from_slice(&num::<u16>(tok(toks, i)?, what)?.to_be_bytes());
+        Ok(())
+    };
+    match rtype {
         RecordType::A => {
             expect_fields(toks, 1, rtype)?;
-            RData::A(A(parse_addr::<Ipv4Addr>(tok(toks, 0)?, "IPv4 address")?))
+            let a = parse_addr::<Ipv4Addr>(tok(toks, 0)?, "IPv4 address")?;
+            out.extend_from_slice(&a.octets());
         }
         RecordType::AAAA => {
             expect_fields(toks, 1, rtype)?;
-            RData::AAAA(AAAA(parse_addr::<Ipv6Addr>(tok(toks, 0)?, "IPv6 address")?))
+            let a = parse_addr::<Ipv6Addr>(tok(toks, 0)?, "IPv6 address")?;
+            out.extend_from_slice(&a.octets());
         }
-        RecordType::NS => {
+        RecordType::NS
+        | RecordType::CNAME
+        | RecordType::PTR
+        | RecordType::ANAME
+        | RecordType::DNAME => {
             expect_fields(toks, 1, rtype)?;
-            RData::NS(NS(name(0, &mut s.a)?))
-        }
-        RecordType::CNAME => {
-            expect_fields(toks, 1, rtype)?;
-            RData::CNAME(CNAME(name(0, &mut s.a)?))
-        }
-        RecordType::PTR => {
-            expect_fields(toks, 1, rtype)?;
-            RData::PTR(PTR(name(0, &mut s.a)?))
-        }
-        RecordType::ANAME => {
-            expect_fields(toks, 1, rtype)?;
-            RData::ANAME(ANAME(name(0, &mut s.a)?))
+            name(0, out)?;
         }
         RecordType::MX => {
             expect_fields(toks, 2, rtype)?;
-            RData::MX(MX::new(
-                num(tok(toks, 0)?, "MX preference")?,
-                name(1, &mut s.a)?,
-            ))
+            u16_field(0, "MX preference", out)?;
+            name(1, out)?;
         }
         RecordType::SRV => {
             expect_fields(toks, 4, rtype)?;
-            RData::SRV(SRV::new(
-                num(tok(toks, 0)?, "SRV priority")?,
-                num(tok(toks, 1)?, "SRV weight")?,
-                num(tok(toks, 2)?, "SRV port")?,
-                name(3, &mut s.a)?,
-            ))
+            u16_field(0, "SRV priority", out)?;
+            u16_field(1, "SRV weight", out)?;
+            u16_field(2, "SRV port", out)?;
+            name(3, out)?;
         }
         RecordType::SOA => {
             expect_fields(toks, 7, rtype)?;
-            let timer = |i: usize, what: &str| -> RResult<i32> {
+            name(0, out)?;
+            name(1, out)?;
+            out.extend_from_slice(&num::<u32>(tok(toks, 2)?, "SOA serial")?.to_be_bytes());
+            for (i, what) in [(3, "refresh"), (4, "retry"), (5, "expire")] {
                 let v = period(tok(toks, i)?, what)?;
-                i32::try_from(v).map_err(|_| format!("SOA {what} {v} exceeds 2^31-1"))
-            };
-            RData::SOA(SOA::new(
-                name(0, &mut s.a)?,
-                name(1, &mut s.a)?,
-                num(tok(toks, 2)?, "SOA serial")?,
-                timer(3, "refresh")?,
-                timer(4, "retry")?,
-                timer(5, "expire")?,
-                period(tok(toks, 6)?, "SOA minimum")?,
-            ))
+                if i32::try_from(v).is_err() {
+                    return Err(format!("SOA {what} {v} exceeds 2^31-1"));
+                }
+                out.extend_from_slice(&v.to_be_bytes());
+            }
+            out.extend_from_slice(&period(tok(toks, 6)?, "SOA minimum")?.to_be_bytes());
         }
-        RecordType::TXT => RData::TXT(txt(toks, &mut s.a)?),
+        RecordType::TXT | RecordType::Unknown(SPF) => {
+            // RFC 7208 §3: SPF has the TXT format.
+            if toks.is_empty() {
+                let what = if rtype == RecordType::TXT {
+                    "TXT"
+                } else {
+                    "SPF"
+                };
+                return Err(format!("{what} record needs at least one string"));
+            }
+            for t in toks {
+                s.a.clear();
+                string_bytes(t, &mut s.a)?;
+                out.push(s.a.len() as u8); // <= 255 checked by string_bytes
+                out.extend_from_slice(&s.a);
+            }
+        }
         RecordType::HINFO => {
             expect_fields(toks, 2, rtype)?;
-            s.a.clear();
-            string_bytes(tok(toks, 0)?, &mut s.a)?;
-            let cpu = s.a.clone().into_boxed_slice();
-            s.a.clear();
-            string_bytes(tok(toks, 1)?, &mut s.a)?;
-            RData::HINFO(HINFO::from_bytes(cpu, s.a.clone().into_boxed_slice()))
+            for i in 0..2 {
+                s.a.clear();
+                string_bytes(tok(toks, i)?, &mut s.a)?;
+                out.push(s.a.len() as u8); // <= 255 checked by string_bytes
+                out.extend_from_slice(&s.a);
+            }
         }
         RecordType::NAPTR => {
             expect_fields(toks, 6, rtype)?;
-            let mut strs = Vec::with_capacity(3);
+            u16_field(0, "NAPTR order", out)?;
+            u16_field(1, "NAPTR preference", out)?;
             for i in 2..5 {
                 s.a.clear();
                 string_bytes(tok(toks, i)?, &mut s.a)?;
-                strs.push(s.a.clone().into_boxed_slice());
+                out.push(s.a.len() as u8); // <= 255 checked by string_bytes
+                out.extend_from_slice(&s.a);
             }
-            let [flags, services, regexp]: [Box<[u8]>; 3] =
-                strs.try_into().map_err(|_| "NAPTR strings".to_string())?;
-            RData::NAPTR(NAPTR::new(
-                num(tok(toks, 0)?, "NAPTR order")?,
-                num(tok(toks, 1)?, "NAPTR preference")?,
-                flags,
-                services,
-                regexp,
-                name(5, &mut s.a)?,
-            ))
-        }
-        RecordType::DNAME => {
-            expect_fields(toks, 1, rtype)?;
-            let mut wire = Vec::new();
-            name_wire(tok(toks, 0)?.text, origin_wire, &mut wire)?;
-            unknown(rtype, wire)
+            name(5, out)?;
         }
         RecordType::DS | RecordType::CDS => {
             // RFC 4034 §5.3: key tag, algorithm, digest type, digest (hex, may be split).
             if toks.len() < 4 {
                 return Err(format!("{rtype} record needs at least 4 RDATA fields"));
             }
-            let mut wire = Vec::new();
-            wire.extend_from_slice(&num::<u16>(tok(toks, 0)?, "key tag")?.to_be_bytes());
-            wire.push(num::<u8>(tok(toks, 1)?, "algorithm")?);
-            wire.push(num::<u8>(tok(toks, 2)?, "digest type")?);
-            hex_tokens(toks.get(3..).unwrap_or_default(), &mut wire)?;
-            unknown(rtype, wire)
+            u16_field(0, "key tag", out)?;
+            out.push(num::<u8>(tok(toks, 1)?, "algorithm")?);
+            out.push(num::<u8>(tok(toks, 2)?, "digest type")?);
+            hex_tokens(toks.get(3..).unwrap_or_default(), out)?;
         }
         RecordType::DNSKEY | RecordType::CDNSKEY | RecordType::KEY => {
             // RFC 4034 §2.2: flags, protocol, algorithm, public key (base64, may be split).
             if toks.len() < 4 {
                 return Err(format!("{rtype} record needs at least 4 RDATA fields"));
             }
-            let mut wire = Vec::new();
-            wire.extend_from_slice(&num::<u16>(tok(toks, 0)?, "flags")?.to_be_bytes());
-            wire.push(num::<u8>(tok(toks, 1)?, "protocol")?);
-            wire.push(num::<u8>(tok(toks, 2)?, "algorithm")?);
-            base64_tokens(toks.get(3..).unwrap_or_default(), &mut wire)?;
-            unknown(rtype, wire)
+            u16_field(0, "flags", out)?;
+            out.push(num::<u8>(tok(toks, 1)?, "protocol")?);
+            out.push(num::<u8>(tok(toks, 2)?, "algorithm")?);
+            base64_tokens(toks.get(3..).unwrap_or_default(), out)?;
         }
         RecordType::Unknown(KX) | RecordType::Unknown(AFSDB) => {
             // RFC 2230 §3.1 / RFC 1183 §1: 16-bit number then a name.
             expect_fields(toks, 2, rtype)?;
-            let mut wire = num::<u16>(tok(toks, 0)?, "preference")?
-                .to_be_bytes()
-                .to_vec();
-            name_wire(tok(toks, 1)?.text, origin_wire, &mut wire)?;
-            unknown(rtype, wire)
+            u16_field(0, "preference", out)?;
+            name(1, out)?;
         }
         RecordType::Unknown(RP) => {
             // RFC 1183 §2.2: mbox-dname txt-dname.
             expect_fields(toks, 2, rtype)?;
-            let mut wire = Vec::new();
-            name_wire(tok(toks, 0)?.text, origin_wire, &mut wire)?;
-            name_wire(tok(toks, 1)?.text, origin_wire, &mut wire)?;
-            unknown(rtype, wire)
+            name(0, out)?;
+            name(1, out)?;
         }
-        RecordType::Unknown(SPF) => {
-            // RFC 7208 §3: same format as TXT.
-            if toks.is_empty() {
-                return Err("SPF record needs at least one string".into());
-            }
-            let mut wire = Vec::new();
-            for t in toks {
-                s.a.clear();
-                string_bytes(t, &mut s.a)?;
-                wire.push(s.a.len() as u8); // <= 255 checked by string_bytes
-                wire.extend_from_slice(&s.a);
-            }
-            unknown(rtype, wire)
+        t if hickory_parses(t) => {
+            let rdata = RData::try_from_str(t, &join_tokens(toks))
+                .map_err(|e| format!("invalid {t} RDATA: {e}"))?;
+            emit(t, &rdata, out)?;
         }
-        t if hickory_parses(t) => RData::try_from_str(t, &join_tokens(toks))
-            .map_err(|e| format!("invalid {t} RDATA: {e}"))?,
         RecordType::OPT
         | RecordType::TSIG
         | RecordType::ANY
@@ -477,8 +446,19 @@ pub(super) fn parse_rdata(
                 "no presentation-format parser for type {t}; use the RFC 3597 form (\\# <length> <hex>)"
             ));
         }
-    };
-    Ok(rdata)
+    }
+    Ok(())
+}
+
+/// Appends hickory RDATA in uncompressed wire form, names with their case.
+fn emit(rtype: RecordType, rdata: &RData, out: &mut Vec<u8>) -> RResult<()> {
+    // The encoder writes at its offset (it does not append): start at the end.
+    let at = u32::try_from(out.len()).map_err(|_| format!("{rtype} RDATA too long"))?;
+    let mut enc = BinEncoder::with_offset(out, at);
+    enc.set_name_encoding(NameEncoding::Uncompressed);
+    rdata
+        .emit(&mut enc)
+        .map_err(|e| format!("{rtype} RDATA cannot be encoded: {e}"))
 }
 
 fn parse_addr<T: FromStr>(t: &Token<'_>, what: &str) -> RResult<T> {
@@ -488,27 +468,8 @@ fn parse_addr<T: FromStr>(t: &Token<'_>, what: &str) -> RResult<T> {
         .ok_or_else(|| format!("invalid {what} '{}'", show(t.text)))
 }
 
-fn txt(toks: &[Token<'_>], buf: &mut Vec<u8>) -> RResult<TXT> {
-    if toks.is_empty() {
-        return Err("TXT record needs at least one string".into());
-    }
-    buf.clear();
-    let mut ends = Vec::with_capacity(toks.len());
-    for t in toks {
-        string_bytes(t, buf)?;
-        ends.push(buf.len());
-    }
-    let mut parts = Vec::with_capacity(ends.len());
-    let mut start = 0;
-    for end in ends {
-        parts.push(buf.get(start..end).unwrap_or_default());
-        start = end;
-    }
-    Ok(TXT::from_bytes(parts))
-}
-
-/// RFC 3597 §5 generic RDATA: `<length> <hex>...`, converted to the typed form when
-/// hickory knows the type (§5: "the RDATA MUST be interpreted as the type's wire form").
+/// RFC 3597 §5 generic RDATA: `<length> <hex>...`, checked against the type's wire form
+/// when hickory knows the type (§5: "the RDATA MUST be interpreted as the type's wire form").
 fn generic(rtype: RecordType, toks: &[Token<'_>]) -> RResult<RData> {
     let len: u16 = num(tok(toks, 0)?, "RFC 3597 RDATA length")?;
     let mut wire = Vec::with_capacity(usize::from(len));
