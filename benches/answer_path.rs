@@ -7,7 +7,7 @@
 //! `valgrind --tool=callgrind` and prints instructions per query.
 
 use std::hint::black_box;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 
@@ -21,6 +21,8 @@ use muninn::zone::{Zone, ZoneSet};
 /// Hosts in the in-process zone (same layout as `benches/gen_zone.sh`).
 const HOSTS: u32 = 10_000;
 const TTL: u32 = 3600;
+/// The client address handed to the handler (loopback, like the load tests).
+const PEER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 53_000);
 
 const CASES: &[(&str, &str, RecordType)] = &[
     ("hit", "h4242.bench.test.", RecordType::A),
@@ -177,9 +179,12 @@ fn run(label: &str, edns: bool, bencher: divan::Bencher) {
     let h = handler();
     let req = query(qname, qtype, edns);
     let mut out = Vec::with_capacity(4096);
-    assert_eq!(h.handle(&req, Transport::Udp, &mut out), Outcome::Respond);
+    assert_eq!(
+        h.handle(&req, Transport::Udp, PEER, &mut out),
+        Outcome::Respond
+    );
     check(label, &out);
-    bencher.bench_local(|| h.handle(black_box(&req), Transport::Udp, black_box(&mut out)));
+    bencher.bench_local(|| h.handle(black_box(&req), Transport::Udp, PEER, black_box(&mut out)));
 }
 
 #[divan::bench(args = ["hit", "nxdomain", "wildcard", "referral", "cname"])]
@@ -202,10 +207,13 @@ fn main() {
         let h = handler();
         let req = query(qname, qtype, edns);
         let mut out = Vec::with_capacity(4096);
-        assert_eq!(h.handle(&req, Transport::Udp, &mut out), Outcome::Respond);
+        assert_eq!(
+            h.handle(&req, Transport::Udp, PEER, &mut out),
+            Outcome::Respond
+        );
         check(&label, &out);
         for _ in 0..iters {
-            black_box(h.handle(black_box(&req), Transport::Udp, black_box(&mut out)));
+            black_box(h.handle(black_box(&req), Transport::Udp, PEER, black_box(&mut out)));
         }
         return;
     }
