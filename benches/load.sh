@@ -401,7 +401,8 @@ mode_load() {
     column -t -s $'\t' "$results"
     echo
     echo "== summary: mean per server over runs without foreign load (* = none clean, mean of all);"
-    echo "   ratios Muninn/Knot over rounds where both runs were clean (* = none, all rounds)"
+    echo "   ratios Muninn/Knot over rounds where both runs were clean (~ = clean runs of different"
+    echo "   rounds, * = no clean runs, all rounds)"
     awk -F'\t' -v knot_hwm="${HWM[knot]:-0}" -v mun_hwm="${HWM[muninn]:-0}" \
         -v knot_lt="${LOADT[knot]:-0}" -v mun_lt="${LOADT[muninn]:-0}" '
         NR == 1 { next }
@@ -427,9 +428,19 @@ mode_load() {
                         gen == "dnsperf" ? "n/a" : sprintf("%.0f", val(p, ap, k)), val(c, ac, k),
                         val(l, al, k), gb[k] ? gb[k] "/" all[k] " runs generator-bound" : ""
                 }
-                # Paired ratios: only rounds where both servers ran clean, else all rounds.
+                # Paired ratios: only rounds where both servers ran clean; else the clean
+                # means of different rounds (~); else all rounds (*).
+                kk = "knot" SUBSEP gen; mk = "muninn" SUBSEP gen
                 npair = 0
                 for (pass = 1; pass <= 2 && npair == 0; pass++) {
+                    if (pass == 2 && ok[kk] && ok[mk]) {
+                        printf "%-8s %-9s %9s~ %10s %10s %10s %9s  clean runs of different rounds\n",
+                            gen, "mun/knot", ratio(val(q, aq, mk), val(q, aq, kk)),
+                            ratio(val(m, am, mk), val(m, am, kk)),
+                            gen == "dnsperf" ? "n/a" : ratio(val(p, ap, mk), val(p, ap, kk)),
+                            ratio(val(c, ac, mk), val(c, ac, kk)), ""
+                        break
+                    }
                     sq["k"] = sq["m"] = sm["k"] = sm["m"] = sp["k"] = sp["m"] = sc["k"] = sc["m"] = 0
                     for (r in rounds) {
                         split(r, rr, SUBSEP); if (rr[1] != gen) continue
