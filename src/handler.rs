@@ -244,7 +244,7 @@ impl Handler {
 
 /// The rcode of an encoded response (header only; an OPT's extended bits are not needed
 /// for counting cache answers).
-fn response_rcode(msg: &[u8]) -> ResponseCode {
+pub fn response_rcode(msg: &[u8]) -> ResponseCode {
     ResponseCode::from_low(msg.get(3).map_or(2, |b| b & 0x0f))
 }
 

@@ -855,6 +855,13 @@ pub struct Recursion {
     _pending: OwnedSemaphorePermit,
 }
 
+impl Recursion {
+    /// The question type, for the listener's per-type counters.
+    pub fn qtype(&self) -> hickory_proto::rr::RecordType {
+        self.req.query.query_type()
+    }
+}
+
 impl fmt::Debug for Recursion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Recursion")

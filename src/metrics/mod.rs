@@ -127,6 +127,7 @@ impl Metrics {
         for src in lock(&self.sources).iter() {
             for s in &src.udp {
                 s.counters.add_to(&mut udp);
+                s.recursed.add_to(&mut udp);
             }
             for s in &src.tcp {
                 s.counters.add_to(&mut tcp);
@@ -452,6 +453,7 @@ impl Metrics {
         for src in lock(&self.sources).iter() {
             for u in &src.udp {
                 u.counters.add_to(&mut s.queries[0]);
+                u.recursed.add_to(&mut s.queries[0]);
                 s.received[0] += u.received.load(Ordering::Relaxed);
                 s.recv_errors += u.recv_errors.load(Ordering::Relaxed);
             }

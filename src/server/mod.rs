@@ -92,6 +92,9 @@ pub struct UdpStats {
     pub recv_errors: AtomicU64,
     /// Per-query counters (by type, rcode, drop reason; latency), written by this task only.
     pub counters: QueryCounters,
+    /// The same for queries answered after an upstream fetch: written by their tasks, so
+    /// shared (they are rare next to the cheap answers above).
+    pub recursed: QueryCounters,
 }
 
 impl Default for UdpStats {
@@ -103,6 +106,7 @@ impl Default for UdpStats {
             send_errors: AtomicU64::new(0),
             recv_errors: AtomicU64::new(0),
             counters: QueryCounters::new(Writer::Exclusive),
+            recursed: QueryCounters::new(Writer::Shared),
         }
     }
 }

@@ -22,7 +22,7 @@ use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::handler::{Handler, Outcome, Transport};
+use crate::handler::{self, Handler, Outcome, Transport};
 use crate::metrics::{CloseReason, DropReason};
 use crate::server::{Limits, TcpStats};
 
@@ -255,8 +255,13 @@ impl Connection {
                     let queue = queue.clone();
                     let token = self.token.clone();
                     let peer = self.peer;
+                    let stats = Arc::clone(&self.stats);
+                    let qtype = job.qtype();
                     self.tracker.spawn(async move {
                         if job.run(&token, &mut message).await {
+                            let counters = &stats.counters;
+                            counters.answered(Some(qtype), handler::response_rcode(&message));
+                            counters.latency(received.elapsed(), 1);
                             if logged {
                                 let latency = received.elapsed();
                                 query_log.log(peer, Transport::Tcp, &message, latency);

@@ -13,7 +13,7 @@ use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::handler::{Handler, Outcome, Transport};
+use crate::handler::{self, Handler, Outcome, Transport};
 use crate::metrics::DropReason;
 use crate::server::UdpStats;
 use crate::sys;
@@ -177,9 +177,13 @@ impl UdpWorker {
                     let stats = Arc::clone(&self.stats);
                     let token = self.token.clone();
                     let dest = *source;
+                    let qtype = job.qtype();
                     self.tracker.spawn(async move {
                         let mut out = Vec::new();
                         if job.run(&token, &mut out).await {
+                            let counters = &stats.recursed;
+                            counters.answered(Some(qtype), handler::response_rcode(&out));
+                            counters.latency(started.elapsed(), 1);
                             if logged {
                                 query_log.log(dest, Transport::Udp, &out, started.elapsed());
                             }
