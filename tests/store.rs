@@ -84,7 +84,9 @@ fn import(store: &Store, file: &Path, origin: &str, managed: Managed) -> Arc<Zon
 }
 
 /// Every RRset as (owner wire, type, TTL, sorted RDATAs): what "identical zone" means.
-fn rrsets(zone: &Zone) -> BTreeSet<(Vec<u8>, u16, u32, Vec<Vec<u8>>)> {
+type RRsetKey = (Vec<u8>, u16, u32, Vec<Vec<u8>>);
+
+fn rrsets(zone: &Zone) -> BTreeSet<RRsetKey> {
     zone.rrsets()
         .map(|s| {
             let mut rd: Vec<Vec<u8>> = s.rdatas().map(<[u8]>::to_vec).collect();
@@ -433,7 +435,8 @@ fn changes_bump_the_serial_and_bad_changes_change_nothing() {
     let zone = name("c.test.");
 
     let before = snapshot(&store, "c.test.");
-    let cases: Vec<(Change, fn(&StoreError) -> bool)> = vec![
+    type Expect = fn(&StoreError) -> bool;
+    let cases: Vec<(Change, Expect)> = vec![
         (
             Change {
                 add: vec![a("www.other.test.", [1, 2, 3, 4], &[])],
