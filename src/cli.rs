@@ -1,4 +1,4 @@
-//! Command line: `muninn serve`, `muninn check-zone`, `muninn check-config`.
+//! Command line: `muninn serve`, `muninn check-zone`, `muninn check-config`, `muninn db`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, Overrides, origin_from_file_name, parse_zone_name};
+use crate::store::{Import, Managed, Source, Store, StoreOptions};
 use crate::zone::file::{check_zone, load_zone};
 
 /// Muninn: a high-throughput authoritative DNS server.
@@ -29,6 +30,83 @@ pub enum Command {
     ///
     /// Exits 0 when the file is valid, 1 otherwise.
     CheckConfig(CheckConfigArgs),
+    /// Inspect and maintain the zone store (DATA_DIR/muninn.redb).
+    ///
+    /// These commands open the store file directly. The file is locked while a process has
+    /// it open, so they fail with a clear message while `muninn serve` is running on the
+    /// same data directory: stop the server first.
+    Db(DbArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DbArgs {
+    #[command(subcommand)]
+    pub command: DbCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Verify the store: no orphaned or missing index entries, exactly one SOA per zone
+    /// whose serial matches its journal head, well-formed RRsets, exact record counts.
+    ///
+    /// Prints a report; exits 0 when the store is sound, 1 on any problem.
+    Check(DbLocation),
+    /// Write a stored zone as a zone file that re-imports to an identical zone.
+    Export(DbExportArgs),
+    /// Load a zone file into the store as a store-managed zone (replacing the zone's
+    /// records if it is already there).
+    Import(DbImportArgs),
+    /// Test helper: applies ROUNDS change transactions to a store-managed zone, printing
+    /// `committed SERIAL RECORDS` after each (used by the crash test).
+    #[command(hide = true)]
+    Stress(DbStressArgs),
+}
+
+/// Where the store is.
+#[derive(Debug, Clone, Args)]
+pub struct DbLocation {
+    /// Data directory holding muninn.redb. Default: the config file's `data_dir`, else ./data.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Configuration file to read `data_dir` from.
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct DbExportArgs {
+    /// The zone to export.
+    #[arg(value_name = "ZONE")]
+    pub zone: String,
+    /// Output file (default: standard output).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub location: DbLocation,
+}
+
+#[derive(Debug, Args)]
+pub struct DbImportArgs {
+    /// The zone file.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// The zone's origin; defaults to NAME for a file named NAME.zone.
+    #[arg(long, value_name = "NAME")]
+    pub origin: Option<String>,
+    #[command(flatten)]
+    pub location: DbLocation,
+}
+
+#[derive(Debug, Args)]
+pub struct DbStressArgs {
+    #[arg(value_name = "ZONE")]
+    pub zone: String,
+    #[arg(long, default_value_t = 1000)]
+    pub rounds: u64,
+    #[arg(long, default_value_t = 20)]
+    pub batch: u32,
+    #[command(flatten)]
+    pub location: DbLocation,
 }
 
 #[derive(Debug, Args)]
@@ -92,7 +170,156 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::CheckZone(args) => check_zone_command(&args.file, args.origin.as_deref()),
         Command::CheckConfig(args) => check_config_command(&args.file),
+        Command::Db(args) => match db_command(args.command) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("muninn: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
+}
+
+impl DbLocation {
+    fn data_dir(&self) -> Result<PathBuf, String> {
+        if let Some(dir) = &self.data_dir {
+            return Ok(dir.clone());
+        }
+        match &self.config {
+            Some(path) => Config::load(path)
+                .map(|c| c.data_dir)
+                .map_err(|e| e.to_string()),
+            None => Ok(Config::default().data_dir),
+        }
+    }
+
+    fn open(&self) -> Result<Store, String> {
+        let dir = self.data_dir()?;
+        Store::open_dir(&dir, StoreOptions::default()).map_err(|e| e.to_string())
+    }
+}
+
+fn zone_name(text: &str) -> Result<hickory_proto::rr::Name, String> {
+    parse_zone_name(text).map_err(|e| format!("invalid zone name {text:?}: {e}"))
+}
+
+fn db_command(command: DbCommand) -> Result<ExitCode, String> {
+    match command {
+        DbCommand::Check(location) => {
+            let store = location.open()?;
+            let report = store.check().map_err(|e| e.to_string())?;
+            println!("{}: {report}", store.path().display());
+            Ok(if report.is_ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        DbCommand::Export(args) => {
+            let origin = zone_name(&args.zone)?;
+            let store = args.location.open()?;
+            let (zone, _) = store.build_zone(&origin).map_err(|e| e.to_string())?;
+            let write = |out: &mut dyn std::io::Write| -> std::io::Result<()> {
+                let mut out = std::io::BufWriter::new(out);
+                crate::store::export::write_zone(&zone, &mut out)?;
+                std::io::Write::flush(&mut out)
+            };
+            match &args.output {
+                Some(path) => {
+                    let mut file = std::fs::File::create(path)
+                        .map_err(|e| format!("{}: {e}", path.display()))?;
+                    write(&mut file).map_err(|e| format!("{}: {e}", path.display()))?;
+                }
+                None => write(&mut std::io::stdout().lock()).map_err(|e| e.to_string())?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DbCommand::Import(args) => {
+            let origin = match &args.origin {
+                Some(text) => zone_name(text)?,
+                None => origin_from_file_name(&args.file).ok_or_else(|| {
+                    format!(
+                        "cannot tell the origin from the file name {} (expected NAME.zone); use --origin",
+                        args.file.display()
+                    )
+                })?,
+            };
+            let include_root = args
+                .file
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            // Parse before opening the store: a bad file changes nothing.
+            let zone = load_zone(&args.file, &origin, include_root).map_err(|e| e.to_string())?;
+            let store = args.location.open()?;
+            let (records, serial) = (zone.record_count(), zone.serial());
+            store
+                .import_blocking(Import {
+                    zone: std::sync::Arc::new(zone),
+                    managed: Managed::Store,
+                    file: Some(args.file.clone()),
+                    fingerprint: None,
+                    source: Source::Import,
+                })
+                .map_err(|e| e.to_string())?;
+            println!(
+                "zone {origin}: imported as store-managed, serial {serial}, {records} records"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        DbCommand::Stress(args) => stress(args),
+    }
+}
+
+/// See [`DbCommand::Stress`]: change k adds `BATCH` A records `s<old serial>-<i>` tagged
+/// `batch=<old serial>` and deletes the odd-numbered records of the previous change.
+fn stress(args: DbStressArgs) -> Result<ExitCode, String> {
+    use crate::store::{Change, NewRecord, RecordFilter};
+    use hickory_proto::rr::{RData, rdata::A};
+    use std::io::Write as _;
+    let origin = zone_name(&args.zone)?;
+    let store = args.location.open()?;
+    let mut stdout = std::io::stdout().lock();
+    for _ in 0..args.rounds {
+        let meta = store
+            .zone_meta(&origin)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("zone {origin} is not in the store"))?;
+        let s = meta.serial;
+        let name = |serial: u32, i: u32| -> Result<hickory_proto::rr::Name, String> {
+            hickory_proto::rr::Name::from_ascii(format!("s{serial}-{i}"))
+                .and_then(|n| n.append_domain(&origin))
+                .map_err(|e| e.to_string())
+        };
+        let mut change = Change::default();
+        for i in 0..args.batch {
+            change.add.push(NewRecord {
+                name: name(s, i)?,
+                ttl: 60,
+                data: RData::A(A::new(10, (i >> 8) as u8, i as u8, (s % 256) as u8)),
+                tags: vec![format!("batch={s}")],
+            });
+            if i % 2 == 1 {
+                change.delete.push(RecordFilter {
+                    name: name(s.wrapping_sub(1), i)?,
+                    rtype: Some(hickory_proto::rr::RecordType::A),
+                    data: None,
+                });
+            }
+        }
+        let event = store
+            .apply_blocking(&origin, change)
+            .map_err(|e| e.to_string())?;
+        let meta = store.zone_meta(&origin).map_err(|e| e.to_string())?;
+        let _ = writeln!(
+            stdout,
+            "committed {} {}",
+            event.new_serial,
+            meta.map_or(0, |m| m.record_count)
+        );
+        let _ = stdout.flush();
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Like `kzonecheck`: errors on stdout as `file:line: message`, a summary, exit 1 on error.

@@ -13,6 +13,8 @@ use std::time::Duration;
 use hickory_proto::rr::{LowerName, Name};
 use serde::Deserialize;
 
+pub use crate::store::Managed;
+
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -44,7 +46,7 @@ pub enum ConfigError {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Directory for persistent state (used by the key-value zone store; not used yet).
+    /// Directory for persistent state: the zone store `muninn.redb` (see `store`).
     /// Default: "./data".
     pub data_dir: PathBuf,
     /// Listening sockets.
@@ -90,8 +92,18 @@ pub struct ZonesConfig {
 pub struct ZoneEntry {
     /// The zone's origin (apex), e.g. "example.com." (a missing final dot is added).
     pub name: String,
-    /// The zone's master file (RFC 1035 §5 format).
-    pub file: PathBuf,
+    /// The zone's master file (RFC 1035 §5 format). Required for file-managed zones; for a
+    /// store-managed zone it only seeds the store once.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// The source of truth: "file" (default: the file wins on every reload) or "store"
+    /// (the zone lives in the store and changes only through the store's change API).
+    #[serde(default = "default_managed")]
+    pub managed: Managed,
+}
+
+fn default_managed() -> Managed {
+    Managed::File
 }
 
 /// `[runtime]`
@@ -294,13 +306,15 @@ pub struct Overrides {
     pub workers: Option<usize>,
 }
 
-/// One zone to serve: its origin and master file.
+/// One zone to serve: its origin, master file and source of truth.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ZoneSource {
     pub origin: Name,
-    pub file: PathBuf,
+    /// The master file (None: a store-managed zone without one).
+    pub file: Option<PathBuf>,
     /// `$INCLUDE` must stay inside this directory.
     pub include_root: PathBuf,
+    pub managed: Managed,
 }
 
 impl Config {
@@ -360,7 +374,9 @@ impl Config {
         resolve(&mut self.data_dir);
         resolve(&mut self.zones.directory);
         for z in &mut self.zones.zone {
-            resolve(&mut z.file);
+            if let Some(f) = &mut z.file {
+                resolve(f);
+            }
         }
     }
 
@@ -419,8 +435,17 @@ impl Config {
             if !names.insert(LowerName::new(&name)) {
                 return Err(format!("zones.zone: zone {name} is listed twice"));
             }
-            if z.file.as_os_str().is_empty() {
-                return Err(format!("zones.zone: zone {name}: file is empty"));
+            match (&z.file, z.managed) {
+                (Some(f), _) if f.as_os_str().is_empty() => {
+                    return Err(format!("zones.zone: zone {name}: file is empty"));
+                }
+                (None, Managed::File) => {
+                    return Err(format!(
+                        "zones.zone: zone {name}: a file-managed zone needs a file \
+                         (or set managed = \"store\")"
+                    ));
+                }
+                _ => {}
             }
         }
         Ok(())
@@ -440,23 +465,25 @@ impl Config {
             })?;
             let include_root = z
                 .file
-                .parent()
+                .as_deref()
+                .and_then(Path::parent)
                 .map(Path::to_path_buf)
                 .unwrap_or_else(|| PathBuf::from("."));
             sources.push(ZoneSource {
                 origin,
                 file: z.file.clone(),
                 include_root,
+                managed: z.managed,
             });
         }
-        let mut seen: Vec<(LowerName, PathBuf)> = Vec::new();
+        let mut seen: Vec<(LowerName, Option<PathBuf>)> = Vec::new();
         for s in &sources {
             let lower = LowerName::new(&s.origin);
             if let Some((_, first)) = seen.iter().find(|(n, _)| *n == lower) {
                 return Err(ConfigError::DuplicateZone {
                     name: s.origin.to_string(),
-                    first: first.clone(),
-                    second: s.file.clone(),
+                    first: first.clone().unwrap_or_else(|| PathBuf::from("(store)")),
+                    second: s.file.clone().unwrap_or_else(|| PathBuf::from("(store)")),
                 });
             }
             seen.push((lower, s.file.clone()));
@@ -496,8 +523,9 @@ fn scan_zone_dir(dir: &Path) -> Result<Vec<ZoneSource>, ConfigError> {
         if let Some(origin) = origin_from_file_name(&path) {
             sources.push(ZoneSource {
                 origin,
-                file: path,
+                file: Some(path),
                 include_root: dir.to_path_buf(),
+                managed: Managed::File,
             });
         }
     }
@@ -544,7 +572,8 @@ mod tests {
         expected.metrics.enabled = true;
         expected.zones.zone.push(ZoneEntry {
             name: "example.test.".into(),
-            file: "zones/example.test.zone".into(),
+            file: Some("zones/example.test.zone".into()),
+            managed: Managed::File,
         });
         let parsed = parse(&text).unwrap();
         assert_eq!(parsed, expected);
@@ -597,9 +626,26 @@ mod tests {
             "[log]\nformat = \"xml\"\n",
             "[log]\nquery_log_sample = 0\n",
             "[server]\nlisten = [\"localhost\"]\n",
+            "[[zones.zone]]\nname = \"a.\"\n",
+            "[[zones.zone]]\nname = \"a.\"\nfile = \"a\"\nmanaged = \"db\"\n",
         ] {
             assert!(parse(text).is_err(), "accepted: {text}");
         }
+    }
+
+    #[test]
+    fn store_managed_zones_need_no_file() {
+        let c = parse(
+            "[zones]\ndirectory = \"\"\n\
+             [[zones.zone]]\nname = \"s.test\"\nmanaged = \"store\"\n\
+             [[zones.zone]]\nname = \"f.test\"\nfile = \"f.zone\"\n",
+        )
+        .unwrap();
+        let sources = c.zone_sources().unwrap();
+        assert_eq!(sources[0].managed, Managed::Store);
+        assert_eq!(sources[0].file, None);
+        assert_eq!(sources[1].managed, Managed::File);
+        assert_eq!(sources[1].file, Some(PathBuf::from("f.zone")));
     }
 
     #[test]
@@ -633,7 +679,10 @@ mod tests {
         let mut c = parse("[[zones.zone]]\nname = \"a.\"\nfile = \"z/a.zone\"\n").unwrap();
         c.resolve_paths(Path::new("/etc/muninn"));
         assert_eq!(c.zones.directory, PathBuf::from("/etc/muninn/zones"));
-        assert_eq!(c.zones.zone[0].file, PathBuf::from("/etc/muninn/z/a.zone"));
+        assert_eq!(
+            c.zones.zone[0].file,
+            Some(PathBuf::from("/etc/muninn/z/a.zone"))
+        );
         assert_eq!(c.data_dir, PathBuf::from("/etc/muninn/./data"));
     }
 
@@ -664,7 +713,8 @@ mod tests {
         c.zones.directory = dir.clone();
         c.zones.zone.push(ZoneEntry {
             name: "A.".into(),
-            file: "/x/a.zone".into(),
+            file: Some("/x/a.zone".into()),
+            managed: Managed::File,
         });
         let err = c.zone_sources().unwrap_err();
         assert!(matches!(err, ConfigError::DuplicateZone { .. }), "{err}");

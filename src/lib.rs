@@ -20,6 +20,7 @@ pub mod notify;
 pub mod reload;
 pub mod runtime;
 pub mod server;
+pub mod store;
 pub mod sys;
 pub mod wire;
 pub mod zone;

@@ -1,70 +1,59 @@
-//! Loading and reloading the served zones.
+//! Loading and reloading the served zones, with the zone store behind them.
 //!
-//! A [`ZoneLoader`] remembers, per zone, the file it came from and a fingerprint of that
-//! file (size, mtime and a hash of the content). A reload re-reads the zone list, reuses the
-//! `Arc<Zone>` of every zone whose file is unchanged, parses the others, and publishes one
-//! new [`ZoneSet`] with a single atomic store: queries see either the old or the new set,
-//! never a mix, and are answered throughout. A zone that fails to load keeps serving its
+//! A [`ZoneLoader`] remembers, per zone, where it came from and a fingerprint of its file
+//! (size, mtime and a hash of the content). A reload re-reads the zone list and, per zone:
+//!
+//! - **file-managed** (`managed = "file"`, the default; the file wins): an unchanged file
+//!   keeps its `Arc<Zone>`; at startup, a file whose fingerprint matches the one stored with
+//!   the zone is not parsed: the snapshot is built from the store; a changed file is parsed
+//!   and imported into the store in one write transaction (replacing the zone's records),
+//!   and the parsed zone is served.
+//! - **store-managed** (`managed = "store"`): the zone lives in the store and changes only
+//!   through [`crate::store::Store::apply`]; a configured file only seeds a zone that is not
+//!   in the store yet. The snapshot updater (a change-stream consumer) rebuilds the zone
+//!   after each committed change.
+//!
+//! Every change is published as one new [`ZoneSet`] with a single atomic store: queries see
+//! either the old or the new set, never a mix. A zone that fails to load keeps serving its
 //! previous version.
 //!
 //! Everything here is blocking, CPU-heavy work: it must run on the heavy-job runtime
 //! (see `runtime`), never on a latency worker.
 
-use std::collections::{HashMap, HashSet};
-use std::hash::{DefaultHasher, Hasher};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use hickory_proto::rr::LowerName;
+use hickory_proto::rr::{LowerName, Name};
 use tokio::runtime::Handle;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::{Config, ConfigError, Overrides, ZoneSource};
+pub use crate::store::Fingerprint;
+use crate::store::{
+    ChangeKind, Import, Lagged, Managed, Source, Store, StoreError, StoreOptions, Subscription,
+};
 use crate::zone::file::{ZoneFileError, load_zone};
 use crate::zone::{Zone, ZoneSet};
 
-/// What identifies one version of a zone file's content.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fingerprint {
-    len: u64,
-    modified: Option<SystemTime>,
-    hash: u64,
-}
-
-impl Fingerprint {
-    /// Reads the whole file. The content hash catches edits that keep size and mtime
-    /// (same-second writes on coarse-mtime file systems).
-    pub fn of(path: &Path) -> std::io::Result<Fingerprint> {
-        let meta = std::fs::metadata(path)?;
-        let bytes = std::fs::read(path)?;
-        let mut hasher = DefaultHasher::new();
-        hasher.write(&bytes);
-        Ok(Fingerprint {
-            len: bytes.len() as u64,
-            modified: meta.modified().ok(),
-            hash: hasher.finish(),
-        })
-    }
-}
-
-/// The file a served zone was loaded from.
+/// Where a served zone came from.
 #[derive(Debug, Clone)]
 struct Loaded {
     source: ZoneSource,
-    fingerprint: Fingerprint,
-    zone: Arc<Zone>,
+    fingerprint: Option<Fingerprint>,
 }
 
 /// What happened to one zone during a load.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ZoneOutcome {
-    /// New zone, loaded.
+    /// New zone, loaded (from its file or from the store).
     Added,
     /// File changed, new version loaded.
     Changed,
-    /// File unchanged, previous `Arc<Zone>` kept.
+    /// File unchanged (or store-managed and already served), previous `Arc<Zone>` kept.
     Unchanged,
     /// No longer configured, stopped.
     Removed,
@@ -77,8 +66,8 @@ pub enum ZoneOutcome {
 pub struct ZoneReport {
     pub origin: String,
     pub outcome: ZoneOutcome,
-    /// Name of the thread that parsed the file (None when nothing was parsed), so tests and
-    /// logs can show that parsing ran on a heavy-job thread.
+    /// Name of the thread that parsed the file (None when nothing was parsed: unchanged, or
+    /// built from the store), so tests and logs can show where parsing ran.
     pub parsed_on: Option<String>,
     pub elapsed: Duration,
     /// Errors as `file:line: message` lines.
@@ -108,16 +97,114 @@ impl LoadReport {
 pub enum ReloadError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error("zone load job did not complete: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
 
-/// Owns the served zones' bookkeeping and the snapshot cell that queries read.
+/// One published zone snapshot.
+#[derive(Clone)]
+struct Snap {
+    zone: Arc<Zone>,
+    managed: Managed,
+    /// The zone's journal sequence in the store when this snapshot was made (orders the
+    /// snapshots of a store-managed zone).
+    generation: u64,
+}
+
+/// The served snapshots and the cell queries read. The loader and the snapshot updater both
+/// publish through it, one at a time, so neither can overwrite a newer version of a zone
+/// with an older one.
+pub struct Published {
+    zones: Arc<ArcSwap<ZoneSet>>,
+    current: Mutex<HashMap<LowerName, Snap>>,
+}
+
+impl Published {
+    fn new(zones: Arc<ArcSwap<ZoneSet>>) -> Published {
+        Published {
+            zones,
+            current: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn snap(&self, key: &LowerName) -> Option<Snap> {
+        self.current.lock().ok()?.get(key).cloned()
+    }
+
+    fn store_managed(&self) -> Vec<Name> {
+        self.current.lock().map_or_else(
+            |_| Vec::new(),
+            |cur| {
+                cur.values()
+                    .filter(|s| s.managed == Managed::Store)
+                    .map(|s| s.zone.origin().clone())
+                    .collect()
+            },
+        )
+    }
+
+    /// Publishes the loader's result: `next` plus the current version of every zone in
+    /// `keep`. A store-managed zone the updater already advanced past `next` keeps its newer
+    /// version. Returns the replaced set (to retire).
+    fn publish_all(
+        &self,
+        next: HashMap<LowerName, Snap>,
+        keep: &HashSet<LowerName>,
+    ) -> (Arc<ZoneSet>, usize) {
+        let Ok(mut cur) = self.current.lock() else {
+            return (self.zones.load_full(), 0);
+        };
+        let mut map: HashMap<LowerName, Snap> = HashMap::new();
+        for k in keep {
+            if let Some(s) = cur.get(k) {
+                map.insert(k.clone(), s.clone());
+            }
+        }
+        for (k, s) in next {
+            let newer = match cur.get(&k) {
+                Some(c) if c.managed == Managed::Store && s.managed == Managed::Store => {
+                    c.generation > s.generation
+                }
+                _ => false,
+            };
+            let snap = if newer { cur.get(&k).cloned() } else { None };
+            map.insert(k, snap.unwrap_or(s));
+        }
+        let mut set = ZoneSet::new();
+        for s in map.values() {
+            set.insert(Arc::clone(&s.zone));
+        }
+        let served = set.len();
+        *cur = map;
+        (self.zones.swap(Arc::new(set)), served)
+    }
+
+    /// Publishes a new version of one store-managed zone that is still served and older.
+    fn publish_one(&self, snap: Snap) -> Option<Arc<ZoneSet>> {
+        let mut cur = self.current.lock().ok()?;
+        let key = snap.zone.origin_lower().clone();
+        let c = cur.get(&key)?;
+        if c.managed != Managed::Store || c.generation >= snap.generation {
+            return None;
+        }
+        let mut set = (**self.zones.load()).clone();
+        set.insert(Arc::clone(&snap.zone));
+        cur.insert(key, snap);
+        Some(self.zones.swap(Arc::new(set)))
+    }
+}
+
+/// Owns the served zones' bookkeeping, the store, and the snapshot cell that queries read.
 pub struct ZoneLoader {
     config_path: Option<PathBuf>,
     overrides: Overrides,
     zones: Arc<ArcSwap<ZoneSet>>,
+    published: Arc<Published>,
     loaded: HashMap<LowerName, Loaded>,
+    store: Option<Store>,
+    store_dir: Option<PathBuf>,
 }
 
 impl ZoneLoader {
@@ -131,14 +218,22 @@ impl ZoneLoader {
         ZoneLoader {
             config_path,
             overrides,
+            published: Arc::new(Published::new(Arc::clone(&zones))),
             zones,
             loaded: HashMap::new(),
+            store: None,
+            store_dir: None,
         }
     }
 
     /// The snapshot cell this loader publishes into.
     pub fn zones(&self) -> &Arc<ArcSwap<ZoneSet>> {
         &self.zones
+    }
+
+    /// The zone store (open after the first load).
+    pub fn store(&self) -> Option<&Store> {
+        self.store.as_ref()
     }
 
     /// Reads the config (file + overrides) as a reload sees it.
@@ -151,28 +246,78 @@ impl ZoneLoader {
         Ok(config)
     }
 
+    /// Opens the store on first use and starts its change-stream consumers on this (the
+    /// heavy-job) runtime.
+    fn open_store(&mut self, config: &Config) -> Result<Store, StoreError> {
+        if let Some(store) = &self.store {
+            if self.store_dir.as_deref() != Some(config.data_dir.as_path()) {
+                warn!(
+                    data_dir = %config.data_dir.display(),
+                    "data_dir changed; the store stays where it is until a restart"
+                );
+            }
+            return Ok(store.clone());
+        }
+        let started = Instant::now();
+        let store = Store::open_dir(
+            &config.data_dir,
+            StoreOptions {
+                writer_nice: config.runtime.heavy_nice,
+                ..StoreOptions::default()
+            },
+        )?;
+        info!(
+            path = %store.path().display(),
+            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "zone store open"
+        );
+        let heavy = Handle::current();
+        heavy.spawn(snapshot_updater(
+            store.clone(),
+            Arc::clone(&self.published),
+            store.subscribe("snapshot-updater"),
+        ));
+        heavy.spawn(event_counter(store.clone(), store.subscribe("metrics")));
+        self.store = Some(store.clone());
+        self.store_dir = Some(config.data_dir.clone());
+        Ok(store)
+    }
+
     /// Re-reads the zone list and every zone file, then publishes the new zone set.
-    /// Must be awaited on the heavy-job runtime: zone files are parsed in parallel on it
-    /// (one task per changed zone, so `heavy_workers` bounds the CPU used).
+    /// Must be awaited on the heavy-job runtime: zones are loaded in parallel on it (one
+    /// task per zone to load, so `heavy_workers` bounds the CPU used).
     pub async fn reload(&mut self) -> Result<LoadReport, ReloadError> {
         let started = Instant::now();
         let config = self.read_config()?;
         let sources = config.zone_sources()?;
+        let store = self.open_store(&config)?;
         let heavy = Handle::current();
 
         let mut reports = Vec::new();
-        let mut next: HashMap<LowerName, Loaded> = HashMap::new();
+        let mut next_loaded: HashMap<LowerName, Loaded> = HashMap::new();
+        let mut next: HashMap<LowerName, Snap> = HashMap::new();
+        let mut keep: HashSet<LowerName> = HashSet::new();
         let mut jobs = Vec::new();
         let mut configured = HashSet::new();
         for source in sources {
             let key = LowerName::new(&source.origin);
             configured.insert(key.clone());
-            let fingerprint = Fingerprint::of(&source.file);
+            let fingerprint = source.file.as_deref().map(Fingerprint::of);
             let previous = self.loaded.get(&key);
-            if let (Ok(fp), Some(prev)) = (&fingerprint, previous)
-                && prev.source == source
-                && prev.fingerprint == *fp
-            {
+            let served = self.published.snap(&key).is_some();
+            let unchanged = previous.is_some_and(|prev| {
+                prev.source == source
+                    && served
+                    && match source.managed {
+                        // The updater keeps a store-managed zone current.
+                        Managed::Store => true,
+                        Managed::File => matches!(
+                            (&fingerprint, &prev.fingerprint),
+                            (Some(Ok(fp)), Some(old)) if fp == old
+                        ),
+                    }
+            });
+            if unchanged {
                 reports.push(ZoneReport {
                     origin: source.origin.to_string(),
                     outcome: ZoneOutcome::Unchanged,
@@ -180,21 +325,32 @@ impl ZoneLoader {
                     elapsed: Duration::ZERO,
                     errors: Vec::new(),
                 });
-                next.insert(key, prev.clone());
+                if let Some(prev) = previous {
+                    next_loaded.insert(key.clone(), prev.clone());
+                }
+                keep.insert(key);
                 continue;
             }
             let job_source = source.clone();
-            let job = heavy.spawn(async move { parse_zone(&job_source) });
+            let job_store = store.clone();
+            let fp = fingerprint.as_ref().and_then(|f| f.as_ref().ok()).copied();
+            let job = heavy.spawn(async move { load_one(&job_source, &job_store, fp) });
             jobs.push((key, source, fingerprint, job));
         }
 
         for (key, source, fingerprint, job) in jobs {
-            let parsed = job.await?;
+            let loaded = job.await?;
             let previous = self.loaded.get(&key);
             let origin = source.origin.to_string();
-            // An unreadable file is reported by the parser too (with its path).
-            match (parsed.result, fingerprint) {
-                (Ok(zone), Ok(fingerprint)) => {
+            let fp_error = match &fingerprint {
+                Some(Err(e)) => source
+                    .file
+                    .as_ref()
+                    .map(|f| format!("{}: {e}", f.display())),
+                _ => None,
+            };
+            match loaded.result {
+                Ok(snap) if fp_error.is_none() || source.managed == Managed::Store => {
                     reports.push(ZoneReport {
                         origin,
                         outcome: if previous.is_some() {
@@ -202,40 +358,38 @@ impl ZoneLoader {
                         } else {
                             ZoneOutcome::Added
                         },
-                        parsed_on: Some(parsed.thread),
-                        elapsed: parsed.elapsed,
-                        errors: Vec::new(),
+                        parsed_on: loaded.parsed_on,
+                        elapsed: loaded.elapsed,
+                        errors: loaded.warnings,
                     });
-                    next.insert(
-                        key,
+                    next_loaded.insert(
+                        key.clone(),
                         Loaded {
                             source,
-                            fingerprint,
-                            zone: Arc::new(zone),
+                            fingerprint: fingerprint.and_then(Result::ok),
                         },
                     );
+                    next.insert(key, snap);
                 }
-                (result, fingerprint) => {
+                result => {
                     let mut errors: Vec<String> = match result {
-                        Err(e) => e.to_string().lines().map(str::to_string).collect(),
+                        Err(e) => e,
                         Ok(_) => Vec::new(),
                     };
-                    if let Err(e) = fingerprint {
-                        errors.push(format!("{}: {e}", source.file.display()));
-                    }
+                    errors.extend(fp_error);
+                    let kept_old = previous.is_some() && self.published.snap(&key).is_some();
                     reports.push(ZoneReport {
                         origin,
-                        outcome: ZoneOutcome::Failed {
-                            kept_old: previous.is_some(),
-                        },
-                        parsed_on: Some(parsed.thread),
-                        elapsed: parsed.elapsed,
+                        outcome: ZoneOutcome::Failed { kept_old },
+                        parsed_on: loaded.parsed_on,
+                        elapsed: loaded.elapsed,
                         errors,
                     });
                     // The previous version (if any) keeps serving, still under its old
                     // fingerprint, so the next reload tries this file again.
                     if let Some(prev) = previous {
-                        next.insert(key, prev.clone());
+                        next_loaded.insert(key.clone(), prev.clone());
+                        keep.insert(key);
                     }
                 }
             }
@@ -253,13 +407,8 @@ impl ZoneLoader {
             }
         }
 
-        let mut set = ZoneSet::new();
-        for loaded in next.values() {
-            set.insert(Arc::clone(&loaded.zone));
-        }
-        let served = set.len();
-        let retired = self.zones.swap(Arc::new(set));
-        self.loaded = next;
+        let (retired, served) = self.published.publish_all(next, &keep);
+        self.loaded = next_loaded;
         retire(retired).await;
         reports.sort_by(|a, b| a.origin.cmp(&b.origin));
         Ok(LoadReport {
@@ -267,6 +416,200 @@ impl ZoneLoader {
             served,
             elapsed: started.elapsed(),
         })
+    }
+}
+
+/// What loading one zone produced.
+struct LoadedZone {
+    result: Result<Snap, Vec<String>>,
+    /// Thread that parsed the file; None when the zone was built from the store.
+    parsed_on: Option<String>,
+    elapsed: Duration,
+    /// Problems that did not stop the zone from being served (e.g. the store import).
+    warnings: Vec<String>,
+}
+
+fn lines(e: impl std::fmt::Display) -> Vec<String> {
+    e.to_string().lines().map(str::to_string).collect()
+}
+
+/// Loads one zone as its source of truth says (see the module documentation).
+fn load_one(source: &ZoneSource, store: &Store, fingerprint: Option<Fingerprint>) -> LoadedZone {
+    let started = Instant::now();
+    let done = |result, parsed_on, warnings| LoadedZone {
+        result,
+        parsed_on,
+        elapsed: started.elapsed(),
+        warnings,
+    };
+    let meta = match store.zone_meta(&source.origin) {
+        Ok(meta) => meta,
+        Err(e) => return done(Err(lines(e)), None, Vec::new()),
+    };
+    let from_store = match (source.managed, &meta) {
+        (Managed::File, Some(m)) => {
+            m.managed == Managed::File
+                && m.file.as_deref() == source.file.as_deref()
+                && fingerprint.is_some()
+                && m.fingerprint == fingerprint
+        }
+        (Managed::Store, Some(m)) => {
+            if m.managed != Managed::Store {
+                info!(zone = %source.origin, "zone is now store-managed; its stored records are kept");
+                if let Err(e) = store.set_managed_blocking(&source.origin, Managed::Store) {
+                    return done(Err(lines(e)), None, Vec::new());
+                }
+            }
+            true
+        }
+        (_, None) => false,
+    };
+    if from_store {
+        return match store.build_zone(&source.origin) {
+            Ok((zone, meta)) => done(
+                Ok(Snap {
+                    zone: Arc::new(zone),
+                    managed: source.managed,
+                    generation: meta.journal_seq,
+                }),
+                None,
+                Vec::new(),
+            ),
+            Err(e) => done(Err(lines(e)), None, Vec::new()),
+        };
+    }
+    let Some(file) = &source.file else {
+        return done(
+            Err(vec![format!(
+                "zone {} is store-managed but not in the store, and has no file to seed it",
+                source.origin
+            )]),
+            None,
+            Vec::new(),
+        );
+    };
+    let parsed = parse_zone(&source.origin, file, &source.include_root);
+    let thread = Some(parsed.thread);
+    let zone = match parsed.result {
+        Ok(zone) => Arc::new(zone),
+        Err(e) => return done(Err(lines(e)), thread, Vec::new()),
+    };
+    let import = Import {
+        zone: Arc::clone(&zone),
+        managed: source.managed,
+        file: Some(file.clone()),
+        fingerprint,
+        source: Source::File,
+    };
+    let imported = Instant::now();
+    match store.import_blocking(import) {
+        Ok(event) => {
+            debug!(
+                zone = %source.origin,
+                records = zone.record_count(),
+                elapsed_ms = imported.elapsed().as_secs_f64() * 1000.0,
+                "zone imported into the store"
+            );
+            done(
+                Ok(Snap {
+                    zone,
+                    managed: source.managed,
+                    generation: event.seq,
+                }),
+                thread,
+                Vec::new(),
+            )
+        }
+        Err(e) => {
+            // The parsed zone is still served; the stored fingerprint is unchanged, so the
+            // next load parses and imports the file again.
+            let warning = format!("zone {}: not saved in the store: {e}", source.origin);
+            error!("{warning}");
+            match source.managed {
+                Managed::File => done(
+                    Ok(Snap {
+                        zone,
+                        managed: Managed::File,
+                        generation: 0,
+                    }),
+                    thread,
+                    vec![warning],
+                ),
+                Managed::Store => done(Err(vec![warning]), thread, Vec::new()),
+            }
+        }
+    }
+}
+
+/// Change-stream consumer: after each committed change to a store-managed zone, builds the
+/// zone from the store (on a heavy-job blocking thread) and publishes it. Changes that
+/// arrive meanwhile are coalesced: each zone is rebuilt once per batch. A resync signal
+/// rebuilds every served store-managed zone.
+async fn snapshot_updater(store: Store, published: Arc<Published>, mut events: Subscription) {
+    loop {
+        let mut zones: BTreeMap<LowerName, Name> = BTreeMap::new();
+        let mut resync = false;
+        let mut next = Some(events.recv().await);
+        while let Some(event) = next {
+            match event {
+                Ok(e) if e.kind == ChangeKind::Update => {
+                    zones.insert(LowerName::new(&e.zone), e.zone.clone());
+                }
+                // Whole-zone imports are published by the loader that ran them.
+                Ok(_) => {}
+                Err(Lagged::Resync(_)) => resync = true,
+                Err(Lagged::Closed) => return,
+            }
+            next = events.try_recv();
+        }
+        if resync {
+            for origin in published.store_managed() {
+                zones.insert(LowerName::new(&origin), origin);
+            }
+        }
+        for origin in zones.into_values() {
+            let job_store = store.clone();
+            let started = Instant::now();
+            let built = tokio::task::spawn_blocking(move || {
+                job_store.build_zone(&origin).map(|z| (origin, z))
+            })
+            .await;
+            match built {
+                Ok(Ok((origin, (zone, meta)))) => {
+                    let serial = zone.serial();
+                    let snap = Snap {
+                        zone: Arc::new(zone),
+                        managed: Managed::Store,
+                        generation: meta.journal_seq,
+                    };
+                    if let Some(old) = published.publish_one(snap) {
+                        debug!(
+                            zone = %origin,
+                            serial,
+                            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+                            "zone snapshot updated from the store"
+                        );
+                        retire(old).await;
+                    }
+                }
+                Ok(Err(e)) => error!("zone snapshot update failed: {e}"),
+                Err(e) => error!("zone snapshot update job failed: {e}"),
+            }
+        }
+    }
+}
+
+/// Change-stream consumer counting committed changes (read by metrics).
+async fn event_counter(store: Store, mut events: Subscription) {
+    loop {
+        let counter = match events.recv().await {
+            Ok(e) if e.kind == ChangeKind::Update => &store.stats().updates_seen,
+            Ok(_) => &store.stats().replaces_seen,
+            // Counted by the stream itself; nothing to rebuild here.
+            Err(Lagged::Resync(_)) => continue,
+            Err(Lagged::Closed) => return,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -298,19 +641,16 @@ async fn retire(mut old: Arc<ZoneSet>) {
 struct Parsed {
     result: Result<Zone, ZoneFileError>,
     thread: String,
-    elapsed: Duration,
 }
 
-fn parse_zone(source: &ZoneSource) -> Parsed {
-    let started = Instant::now();
-    let result = load_zone(&source.file, &source.origin, &source.include_root);
+fn parse_zone(origin: &Name, file: &Path, include_root: &Path) -> Parsed {
+    let result = load_zone(file, origin, include_root);
     Parsed {
         result,
         thread: std::thread::current()
             .name()
             .unwrap_or("unnamed")
             .to_string(),
-        elapsed: started.elapsed(),
     }
 }
 
@@ -321,7 +661,15 @@ pub fn log_report(what: &str, report: &LoadReport) {
         let thread = z.parsed_on.as_deref().unwrap_or("-");
         match &z.outcome {
             ZoneOutcome::Added | ZoneOutcome::Changed => {
-                info!(zone = %z.origin, outcome = ?z.outcome, thread, elapsed_ms = ms, "zone loaded");
+                let from = if z.parsed_on.is_some() {
+                    "file"
+                } else {
+                    "store"
+                };
+                info!(zone = %z.origin, outcome = ?z.outcome, from, thread, elapsed_ms = ms, "zone loaded");
+                for line in &z.errors {
+                    warn!(zone = %z.origin, "{line}");
+                }
             }
             ZoneOutcome::Removed => info!(zone = %z.origin, "zone removed"),
             ZoneOutcome::Unchanged => {}

@@ -377,6 +377,7 @@ mod tests {
         let zones = Arc::new(ArcSwap::from_pointee(ZoneSet::new()));
         let overrides = Overrides {
             zones_dir: Some(dir.to_path_buf()),
+            data_dir: Some(dir.join(".data")),
             ..Overrides::default()
         };
         Arc::new(Mutex::new(ZoneLoader::new(None, overrides, zones)))
