@@ -196,7 +196,7 @@ impl Handler {
             None => match recursor {
                 Some(resolver) => {
                     drop(zones);
-                    match resolver.start(req, transport, peer, max_size, &self.opts, out) {
+                    match resolver.start(req, bytes, transport, peer, max_size, &self.opts, out) {
                         cache::Start::Answered(len) => {
                             Handled::encoded(len, qtype, response_rcode(out))
                         }
