@@ -294,7 +294,7 @@ impl RecordCache {
             .max_capacity(max_bytes)
             .weigher(|k: &Key, v: &Arc<Entry>| {
                 v.weight()
-                    .saturating_add(u32::try_from(k.name_wire().len()).unwrap_or(u32::MAX))
+                    .saturating_add(u32::try_from(k.memory()).unwrap_or(u32::MAX))
             })
             .expire_after(Lifetime { stale_window })
             .eviction_listener(move |_, _, cause| {
