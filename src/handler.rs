@@ -184,7 +184,13 @@ impl Handler {
         let zones = self.zones.load();
         let recursor = self.resolver.as_ref().filter(|r| r.allows(peer.ip()));
         let qtype = Some(req.query.query_type());
-        match auth::answer(&req, &zones) {
+        // A pure resolver (no zones) skips the zone lookup.
+        let answer = if zones.is_empty() {
+            None
+        } else {
+            auth::answer(&req, &zones)
+        };
+        match answer {
             Some(answer) => {
                 let len = response::encode(&req, &answer, max_size, &self.opts, out);
                 if recursor.is_some() {
@@ -196,7 +202,7 @@ impl Handler {
             None => match recursor {
                 Some(resolver) => {
                     drop(zones);
-                    match resolver.start(req, transport, peer, max_size, &self.opts, out) {
+                    match resolver.start(req, bytes, transport, peer, max_size, &self.opts, out) {
                         cache::Start::Answered(len) => {
                             Handled::encoded(len, qtype, response_rcode(out))
                         }

@@ -8,6 +8,7 @@
 //! TTLs rewritten in place (`original - age`, RFC 1035 §4.1.3 / RFC 8767 §4 for stale data).
 
 use std::borrow::Cow;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -15,50 +16,252 @@ use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
 use crate::auth::Answer;
-use crate::wire::request::{HEADER_LEN, Request};
-use crate::wire::response::{self, EncodeOptions};
-use crate::zone::RRset;
+use crate::wire::request::{HEADER_LEN, MIN_EDNS_PAYLOAD, Request};
+use crate::wire::response::{self, EncodeOptions, OPT_LEN};
+use crate::zone::{RRset, name_from_wire};
 
 /// CNAME links kept from one upstream answer (and followed through the cache); longer
 /// chains are cut there (Knot's authoritative limit is 5; resolvers allow a few more).
 pub const MAX_CHAIN: usize = 8;
 
+/// Bytes before the name in a key: DO flag, QTYPE, QCLASS.
+const KEY_PREFIX: usize = 5;
+
+/// Longest key: the prefix and a wire name of at most 255 octets (RFC 1035 §3.1).
+const KEY_MAX: usize = KEY_PREFIX + 255;
+
 /// What a cached answer is keyed by: the question (name compared case-insensitively,
 /// stored lowercased) and the DO bit, since DO=1 answers carry DNSSEC records.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Key {
-    pub name: Name,
-    pub qtype: RecordType,
-    pub class: DNSClass,
-    pub dnssec_ok: bool,
+///
+/// Stored as one small byte string, `DO | QTYPE | QCLASS | lowercase wire name`, so that
+/// hashing and comparing a key is one pass over ~25 bytes, and so that a lookup can borrow
+/// it as `[u8]` from a [`KeyBuf`] on the stack (no allocation per query). Short keys (most
+/// names) are kept inline: comparing them in the cache's table then touches no other memory.
+#[derive(Clone)]
+pub struct Key(KeyBytes);
+
+/// Key bytes kept inline (with the length and the tag, the key is 48 bytes).
+const KEY_INLINE: usize = 46;
+
+#[derive(Clone)]
+enum KeyBytes {
+    Inline { len: u8, buf: [u8; KEY_INLINE] },
+    Heap(Box<[u8]>),
+}
+
+impl Key {
+    fn from_bytes(bytes: &[u8]) -> Key {
+        let mut buf = [0u8; KEY_INLINE];
+        match (buf.get_mut(..bytes.len()), u8::try_from(bytes.len())) {
+            (Some(dst), Ok(len)) => {
+                dst.copy_from_slice(bytes);
+                Key(KeyBytes::Inline { len, buf })
+            }
+            _ => Key(KeyBytes::Heap(bytes.into())),
+        }
+    }
+
+    /// Bytes of memory the key holds (inline part and heap part).
+    pub fn memory(&self) -> usize {
+        std::mem::size_of::<Key>()
+            + match &self.0 {
+                KeyBytes::Inline { .. } => 0,
+                KeyBytes::Heap(b) => b.len(),
+            }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match &self.0 {
+            KeyBytes::Inline { len, buf } => buf.get(..usize::from(*len)).unwrap_or_default(),
+            KeyBytes::Heap(b) => b,
+        }
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for Key {}
+
+/// Hashes as the `[u8]` it borrows as (the cache looks keys up by `&[u8]`).
+impl std::hash::Hash for Key {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state);
+    }
+}
+
+impl std::borrow::Borrow<[u8]> for Key {
+    fn borrow(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Key")
+            .field("name", &self.name())
+            .field("qtype", &self.qtype())
+            .field("class", &self.class())
+            .field("dnssec_ok", &self.dnssec_ok())
+            .finish()
+    }
 }
 
 impl Key {
     pub fn new(name: &Name, qtype: RecordType, class: DNSClass, dnssec_ok: bool) -> Key {
-        Key {
-            name: name.to_lowercase(),
-            qtype,
-            class,
-            dnssec_ok,
-        }
+        KeyBuf::new(name, qtype, class, dnssec_ok).to_key()
     }
 
     /// The key of a client request.
     pub fn for_request(req: &Request) -> Key {
-        let dnssec_ok = req.edns.is_some_and(|e| e.dnssec_ok);
-        Key::new(
-            req.query.name(),
-            req.query.query_type(),
-            req.query.query_class(),
-            dnssec_ok,
-        )
+        KeyBuf::for_request(req).to_key()
+    }
+
+    /// The question name, lowercased.
+    pub fn name(&self) -> Name {
+        self.as_bytes()
+            .get(KEY_PREFIX..)
+            .and_then(name_from_wire)
+            .unwrap_or_else(Name::root)
+    }
+
+    /// The question name in uncompressed wire form, lowercased.
+    pub fn name_wire(&self) -> &[u8] {
+        self.as_bytes().get(KEY_PREFIX..).unwrap_or_default()
+    }
+
+    pub fn qtype(&self) -> RecordType {
+        RecordType::from(self.u16_at(1))
+    }
+
+    pub fn class(&self) -> DNSClass {
+        DNSClass::from(self.u16_at(3))
+    }
+
+    pub fn dnssec_ok(&self) -> bool {
+        self.as_bytes().first().is_some_and(|&b| b != 0)
+    }
+
+    fn u16_at(&self, at: usize) -> u16 {
+        self.as_bytes()
+            .get(at..)
+            .and_then(|b| b.first_chunk::<2>())
+            .map_or(0, |b| u16::from_be_bytes(*b))
     }
 
     /// The question to send upstream for this key.
     pub fn query(&self) -> Query {
-        let mut q = Query::query(self.name.clone(), self.qtype);
-        q.set_query_class(self.class);
+        let mut q = Query::query(self.name(), self.qtype());
+        q.set_query_class(self.class());
         q
+    }
+}
+
+/// A [`Key`] built on the stack, for lookups (`cache.get(buf.as_bytes())`).
+pub struct KeyBuf {
+    buf: [u8; KEY_MAX],
+    len: usize,
+}
+
+impl KeyBuf {
+    pub fn new(name: &Name, qtype: RecordType, class: DNSClass, dnssec_ok: bool) -> KeyBuf {
+        let mut k = KeyBuf::prefix(qtype, class, dnssec_ok);
+        for label in name.iter() {
+            // A valid Name has labels of at most 63 octets and at most 255 octets in all.
+            let end = k.len + 1 + label.len();
+            let Some(dst) = k.buf.get_mut(k.len..end) else {
+                break;
+            };
+            if let Some((len, rest)) = dst.split_first_mut() {
+                *len = label.len() as u8;
+                for (d, s) in rest.iter_mut().zip(label) {
+                    *d = s.to_ascii_lowercase();
+                }
+            }
+            k.len = end;
+        }
+        k.push_root();
+        k
+    }
+
+    /// The key of a client request, from the hickory question.
+    pub fn for_request(req: &Request) -> KeyBuf {
+        KeyBuf::new(
+            req.query.name(),
+            req.query.query_type(),
+            req.query.query_class(),
+            req.edns.is_some_and(|e| e.dnssec_ok),
+        )
+    }
+
+    /// The key of `req`, read straight from its message `msg` (what `req` was parsed
+    /// from), with the length of the question there (name + QTYPE + QCLASS). `None` when
+    /// the question's name is not a plain uncompressed name matching `req`.
+    pub fn from_message(msg: &[u8], req: &Request) -> Option<(KeyBuf, usize)> {
+        let qtype = req.query.query_type();
+        let class = req.query.query_class();
+        let mut k = KeyBuf::prefix(qtype, class, req.edns.is_some_and(|e| e.dnssec_ok));
+        let question = msg.get(HEADER_LEN..)?;
+        let mut pos = 0;
+        loop {
+            let len = usize::from(*question.get(pos)?);
+            if len == 0 {
+                break;
+            }
+            // Only plain labels: a pointer here could only point into the header.
+            if len > 63 {
+                return None;
+            }
+            let label = question.get(pos..pos + 1 + len)?;
+            let dst = k.buf.get_mut(k.len..k.len + 1 + len)?;
+            for (d, s) in dst.iter_mut().zip(label) {
+                *d = s.to_ascii_lowercase(); // the length octet is below 'A'
+            }
+            k.len += 1 + len;
+            pos += 1 + len;
+        }
+        let tail = question.get(pos + 1..pos + 5)?;
+        let [t1, t2] = u16::from(qtype).to_be_bytes();
+        let [c1, c2] = u16::from(class).to_be_bytes();
+        if tail != [t1, t2, c1, c2] || k.len >= KEY_MAX {
+            return None;
+        }
+        k.push_root();
+        Some((k, pos + 5))
+    }
+
+    fn prefix(qtype: RecordType, class: DNSClass, dnssec_ok: bool) -> KeyBuf {
+        let mut buf = [0u8; KEY_MAX];
+        let [t1, t2] = u16::from(qtype).to_be_bytes();
+        let [c1, c2] = u16::from(class).to_be_bytes();
+        buf[..KEY_PREFIX].copy_from_slice(&[u8::from(dnssec_ok), t1, t2, c1, c2]);
+        KeyBuf {
+            buf,
+            len: KEY_PREFIX,
+        }
+    }
+
+    fn push_root(&mut self) {
+        if let Some(b) = self.buf.get_mut(self.len) {
+            *b = 0;
+            self.len += 1;
+        }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or_default()
+    }
+
+    /// The question name in uncompressed wire form, lowercased.
+    pub fn name_wire(&self) -> &[u8] {
+        self.as_bytes().get(KEY_PREFIX..).unwrap_or_default()
+    }
+
+    pub fn to_key(&self) -> Key {
+        Key::from_bytes(self.as_bytes())
     }
 }
 
@@ -123,6 +326,21 @@ pub struct Entry {
     /// RFC 8767 §5 "failure recheck timer": milliseconds after `stored` before which a
     /// failed refresh is not retried (stale data is served at once instead). 0 = none.
     recheck_after_ms: AtomicU64,
+    /// The encoded response body for the key the entry is cached under, set when it is
+    /// inserted (see [`Entry::prepare`]): a direct hit copies it instead of encoding.
+    wire: OnceLock<Wire>,
+}
+
+/// A cached answer in wire form: question (lowercase name, QTYPE, QCLASS), then the answer
+/// and authority records, encoded to follow a 12-byte header, so its compression pointers
+/// (into the question, or to earlier names) are valid in any response to the same question
+/// whatever the case the client used: the question has the same length and labels.
+#[derive(Debug)]
+struct Wire {
+    bytes: Box<[u8]>,
+    question_len: u16,
+    answers: u16,
+    authorities: u16,
 }
 
 /// How the TTLs of one entry's records are rewritten in a response.
@@ -312,6 +530,7 @@ impl Entry {
             cacheable,
             weight,
             recheck_after_ms: AtomicU64::new(0),
+            wire: OnceLock::new(),
         }
     }
 
@@ -329,7 +548,7 @@ impl Entry {
             .iter()
             .filter(|s| s.rtype == RecordType::CNAME)
             .collect();
-        if links.is_empty() || key.qtype == RecordType::CNAME {
+        if links.is_empty() || key.qtype() == RecordType::CNAME {
             return out;
         }
         let sigs = |owner: &Name| -> Vec<RRset> {
@@ -342,7 +561,7 @@ impl Entry {
         for link in &links {
             let mut answers = vec![(*link).clone()];
             answers.extend(sigs(&link.name));
-            let k = Key::new(&link.name, RecordType::CNAME, key.class, key.dnssec_ok);
+            let k = Key::new(&link.name, RecordType::CNAME, key.class(), key.dnssec_ok());
             let ttl = answers.iter().map(|s| s.ttl).min().unwrap_or(0);
             out.push((
                 k,
@@ -381,7 +600,7 @@ impl Entry {
             .map(|s| s.ttl)
             .min()
             .unwrap_or(0);
-        let k = Key::new(target, key.qtype, key.class, key.dnssec_ok);
+        let k = Key::new(target, key.qtype(), key.class(), key.dnssec_ok());
         out.push((
             k,
             Entry::new(
@@ -422,9 +641,119 @@ impl Entry {
         self.cacheable
     }
 
-    /// Estimated bytes of memory this entry holds (the cache weigher's value).
+    /// Estimated bytes of memory this entry holds (the cache weigher's value), including
+    /// its wire form once prepared.
     pub fn weight(&self) -> u32 {
+        let wire = self.wire.get().map_or(0, |w| w.bytes.len());
         self.weight
+            .saturating_add(u32::try_from(wire).unwrap_or(u32::MAX))
+    }
+
+    /// Encodes the response body for `key` once, so that hits on `key` copy bytes instead of
+    /// encoding RRsets (see [`Entry::write_prepared`]). The cache calls it on insert; an
+    /// entry is prepared for the first key it is inserted under only.
+    pub fn prepare(&self, key: &Key) {
+        if self.wire.get().is_some() {
+            return;
+        }
+        let req = Request {
+            id: 0,
+            opcode: OpCode::Query,
+            query: key.query(),
+            recursion_desired: false,
+            checking_disabled: false,
+            edns: None,
+        };
+        let mut out = Vec::new();
+        let rewrite = TtlRewrite::Age(0);
+        let len = write_response(
+            &req,
+            &[(self, rewrite)],
+            u16::MAX,
+            &EncodeOptions::default(),
+            &mut out,
+        );
+        let Some(header) = out.first_chunk::<HEADER_LEN>() else {
+            return;
+        };
+        let count = |i: usize| u16::from_be_bytes([header[i], header[i + 1]]);
+        let question_len = key.name_wire().len() + 4;
+        let truncated = header[2] & 0x02 != 0;
+        if len == 0 || truncated || count(10) != 0 {
+            return;
+        }
+        let (Some(bytes), Ok(question_len)) = (out.get(HEADER_LEN..), u16::try_from(question_len))
+        else {
+            return;
+        };
+        let _ = self.wire.set(Wire {
+            bytes: bytes.into(),
+            question_len,
+            answers: count(6),
+            authorities: count(8),
+        });
+    }
+
+    /// Writes the response to `req` from the prepared wire form: header, the question
+    /// copied from the request `msg` (as asked, RFC 4343 §4.1), the cached records with
+    /// their TTLs rewritten, and an OPT record when the request had one. `key` is the key
+    /// read from `msg` and `question_len` the length of the question there (see
+    /// [`KeyBuf::from_message`]). The bytes are those [`write_response`] would produce.
+    /// `None` when the entry was prepared for another question or the response would
+    /// exceed `max_size` (then [`write_response`] truncates it).
+    #[allow(clippy::too_many_arguments)]
+    pub fn write_prepared(
+        &self,
+        req: &Request,
+        msg: &[u8],
+        key: &KeyBuf,
+        question_len: usize,
+        rewrite: TtlRewrite,
+        max_size: u16,
+        opts: &EncodeOptions,
+        out: &mut Vec<u8>,
+    ) -> Option<usize> {
+        let wire = self.wire.get()?;
+        if usize::from(wire.question_len) != question_len {
+            return None;
+        }
+        let (stored, body) = wire.bytes.split_at_checked(question_len)?;
+        let question = msg.get(HEADER_LEN..HEADER_LEN + question_len)?;
+        let name_len = question_len.checked_sub(4)?;
+        if stored.get(..name_len)? != key.name_wire()
+            || stored.get(name_len..) != question.get(name_len..)
+        {
+            return None;
+        }
+        let opt_len = if req.edns.is_some() { OPT_LEN } else { 0 };
+        let total = HEADER_LEN + question_len + body.len() + opt_len;
+        if total > usize::from(max_size.max(MIN_EDNS_PAYLOAD)) {
+            return None;
+        }
+        // RFC 1035 §4.1.1: QR=1, opcode and RD echoed, AA=0, TC=0 | RA=1, Z=0, AD=0, CD
+        // echoed (RFC 4035 §3.1.6), RCODE.
+        let flags1 = 0x80 | ((u8::from(req.opcode) & 0x0F) << 3) | u8::from(req.recursion_desired);
+        let flags2 = 0x80 | (u8::from(req.checking_disabled) << 4) | self.rcode.low();
+        let [id1, id2] = req.id.to_be_bytes();
+        let [an1, an2] = wire.answers.to_be_bytes();
+        let [ns1, ns2] = wire.authorities.to_be_bytes();
+        let ar = u8::from(req.edns.is_some());
+        out.clear();
+        out.reserve(total);
+        out.extend_from_slice(&[id1, id2, flags1, flags2, 0, 1, an1, an2, ns1, ns2, 0, ar]);
+        out.extend_from_slice(question);
+        out.extend_from_slice(body);
+        if let Some(edns) = req.edns {
+            // Our OPT record, as the encoder writes it (RFC 6891 §6.1.2, §6.1.3): root owner,
+            // our payload size, the rcode's upper bits, version 0, DO echoed (RFC 3225 §3).
+            let [p1, p2] = opts.max_udp_payload.max(MIN_EDNS_PAYLOAD).to_be_bytes();
+            let [t1, t2] = u16::from(RecordType::OPT).to_be_bytes();
+            let flags = if edns.dnssec_ok { 0x80 } else { 0 };
+            out.extend_from_slice(&[0, t1, t2, p1, p2, self.rcode.high(), 0, flags, 0, 0, 0]);
+        }
+        let records = usize::from(wire.answers) + usize::from(wire.authorities);
+        rewrite_ttls(out, std::iter::once((records, rewrite)));
+        Some(out.len())
     }
 
     /// Whole seconds since the entry was stored.
@@ -640,5 +969,219 @@ fn skip_name(msg: &[u8], mut pos: usize) -> Option<usize> {
             l if l & 0xC0 == 0 => pos += 1 + usize::from(l),
             _ => return None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::request::parse;
+    use hickory_proto::rr::rdata::{A, CNAME, SOA};
+
+    fn name(s: &str) -> Name {
+        Name::from_ascii(s).unwrap()
+    }
+
+    fn set(owner: &str, ttl: u32, data: &[RData]) -> RRset {
+        let owner = name(owner);
+        RRset {
+            name: owner.clone(),
+            rtype: data[0].record_type(),
+            ttl,
+            records: data
+                .iter()
+                .map(|d| Record::from_rdata(owner.clone(), ttl, d.clone()))
+                .collect(),
+        }
+    }
+
+    /// A query message: `flags1`/`flags2` as given, optional OPT with DO.
+    fn message(qname: &str, qtype: RecordType, edns: Option<bool>, cd: bool) -> Vec<u8> {
+        let ar = u8::from(edns.is_some());
+        let mut m = vec![
+            0xab,
+            0xcd,
+            0x01,
+            if cd { 0x10 } else { 0 },
+            0,
+            1,
+            0,
+            0,
+            0,
+            0,
+            0,
+            ar,
+        ];
+        m.extend_from_slice(&crate::zone::case_wire(&name(qname)));
+        m.extend_from_slice(&u16::from(qtype).to_be_bytes());
+        m.extend_from_slice(&[0, 1]);
+        if let Some(dnssec_ok) = edns {
+            let flags = if dnssec_ok { 0x80 } else { 0 };
+            m.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, flags, 0, 0, 0]);
+        }
+        m
+    }
+
+    /// Prepared and encoded responses to `msg` from `entry`, which is prepared for `key_name`.
+    fn both(
+        entry: &Entry,
+        key_name: &str,
+        msg: &[u8],
+        age: u32,
+        max: u16,
+    ) -> (Option<Vec<u8>>, Vec<u8>) {
+        let req = parse(msg).unwrap();
+        let qtype = req.query.query_type();
+        let dnssec_ok = req.edns.is_some_and(|e| e.dnssec_ok);
+        entry.prepare(&Key::new(&name(key_name), qtype, DNSClass::IN, dnssec_ok));
+        let (key, question_len) = KeyBuf::from_message(msg, &req).unwrap();
+        assert_eq!(key.as_bytes(), KeyBuf::for_request(&req).as_bytes());
+        let opts = EncodeOptions::default();
+        let rewrite = TtlRewrite::Age(age);
+        let mut fast = Vec::new();
+        let fast = entry
+            .write_prepared(
+                &req,
+                msg,
+                &key,
+                question_len,
+                rewrite,
+                max,
+                &opts,
+                &mut fast,
+            )
+            .map(|len| {
+                assert_eq!(len, fast.len());
+                fast
+            });
+        let mut slow = Vec::new();
+        let len = write_response(&req, &[(entry, rewrite)], max, &opts, &mut slow);
+        assert_eq!(len, slow.len());
+        (fast, slow)
+    }
+
+    #[test]
+    fn prepared_positive_answer_matches_the_encoder() {
+        let answers = vec![
+            set(
+                "www.example.test.",
+                3600,
+                &[RData::CNAME(CNAME(name("web.Example.test.")))],
+            ),
+            set(
+                "web.Example.test.",
+                300,
+                &[
+                    RData::A(A::new(192, 0, 2, 1)),
+                    RData::A(A::new(192, 0, 2, 2)),
+                ],
+            ),
+        ];
+        let entry = Entry::new(
+            ResponseCode::NoError,
+            Kind::Positive,
+            answers,
+            Vec::new(),
+            300,
+            true,
+            Instant::now(),
+        );
+        for (edns, cd) in [(None, false), (Some(false), true), (Some(true), false)] {
+            let msg = message("WwW.ExAmple.TEST.", RecordType::A, edns, cd);
+            let (fast, slow) = both(&entry, "www.example.test.", &msg, 7, 1232);
+            assert_eq!(fast.as_deref(), Some(slow.as_slice()));
+            let resp = Message::from_vec(&slow).unwrap();
+            assert_eq!(resp.metadata.id, 0xabcd);
+            assert!(resp.metadata.recursion_available && resp.metadata.recursion_desired);
+            assert_eq!(resp.metadata.checking_disabled, cd);
+            assert_eq!(resp.queries[0].name().to_ascii(), "WwW.ExAmple.TEST.");
+            let ttls: Vec<u32> = resp.answers.iter().map(|r| r.ttl).collect();
+            assert_eq!(ttls, [3593, 293, 293]);
+            assert_eq!(resp.edns.as_ref().map(|e| e.flags().dnssec_ok), edns);
+        }
+    }
+
+    #[test]
+    fn keys_short_and_long_hash_and_compare_as_their_bytes() {
+        use std::hash::BuildHasher;
+        let hasher = std::collections::hash_map::RandomState::new();
+        let long = format!("{}.example.test.", "a".repeat(60));
+        for qname in ["Short.Example.TEST.", long.as_str()] {
+            let msg = message(qname, RecordType::AAAA, Some(true), false);
+            let req = parse(&msg).unwrap();
+            let (buf, question_len) = KeyBuf::from_message(&msg, &req).unwrap();
+            assert_eq!(question_len, msg.len() - HEADER_LEN - OPT_LEN);
+            let key = Key::new(
+                &name(&qname.to_lowercase()),
+                RecordType::AAAA,
+                DNSClass::IN,
+                true,
+            );
+            assert_eq!(key, buf.to_key());
+            assert_eq!(std::borrow::Borrow::<[u8]>::borrow(&key), buf.as_bytes());
+            assert_eq!(hasher.hash_one(&key), hasher.hash_one(buf.as_bytes()));
+            assert_eq!(key.name().to_ascii(), qname.to_lowercase());
+            assert_eq!(
+                (key.qtype(), key.class(), key.dnssec_ok()),
+                (RecordType::AAAA, DNSClass::IN, true)
+            );
+            assert_ne!(
+                key,
+                Key::new(&name(qname), RecordType::AAAA, DNSClass::IN, false)
+            );
+        }
+        assert!(Key::new(&name(&long), RecordType::A, DNSClass::IN, false).memory() > 48 + 60);
+    }
+
+    #[test]
+    fn prepared_negative_answer_matches_the_encoder() {
+        let soa = SOA::new(
+            name("ns.example.test."),
+            name("host.example.test."),
+            1,
+            7200,
+            3600,
+            1_209_600,
+            300,
+        );
+        let auth = vec![set("example.test.", 300, &[RData::SOA(soa)])];
+        let entry = Entry::new(
+            ResponseCode::NXDomain,
+            Kind::Negative,
+            Vec::new(),
+            auth,
+            300,
+            true,
+            Instant::now(),
+        );
+        let msg = message("Nope.example.TEST.", RecordType::AAAA, Some(false), false);
+        let (fast, slow) = both(&entry, "nope.example.test.", &msg, 299, 1232);
+        assert_eq!(fast.as_deref(), Some(slow.as_slice()));
+        let resp = Message::from_vec(&slow).unwrap();
+        assert_eq!(resp.metadata.response_code, ResponseCode::NXDomain);
+        assert_eq!(resp.authorities[0].ttl, 1);
+    }
+
+    #[test]
+    fn prepared_form_is_not_used_when_it_cannot_be() {
+        let many: Vec<RData> = (0..40).map(|i| RData::A(A::new(192, 0, 2, i))).collect();
+        let entry = Entry::new(
+            ResponseCode::NoError,
+            Kind::Positive,
+            vec![set("big.example.test.", 300, &many)],
+            Vec::new(),
+            300,
+            true,
+            Instant::now(),
+        );
+        // Too big for 512 bytes without EDNS: the encoder truncates instead.
+        let msg = message("big.example.test.", RecordType::A, None, false);
+        let (fast, slow) = both(&entry, "big.example.test.", &msg, 0, 512);
+        assert_eq!(fast, None);
+        assert_ne!(slow[2] & 0x02, 0, "TC=1");
+        // Prepared for another question of the same length.
+        let msg = message("bog.example.test.", RecordType::A, None, false);
+        let (fast, _) = both(&entry, "big.example.test.", &msg, 0, 1232);
+        assert_eq!(fast, None);
     }
 }

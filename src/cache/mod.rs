@@ -48,7 +48,7 @@ use crate::handler::Transport;
 use crate::wire::request::Request;
 use crate::wire::response::{self, EncodeOptions};
 
-pub use entry::{Entry, Key, Kind, TtlPolicy, TtlRewrite};
+pub use entry::{Entry, Key, KeyBuf, Kind, TtlPolicy, TtlRewrite};
 pub use upstream::Upstreams;
 
 /// How often the maintenance task runs the cache's housekeeping (moka does it only on
@@ -294,7 +294,7 @@ impl RecordCache {
             .max_capacity(max_bytes)
             .weigher(|k: &Key, v: &Arc<Entry>| {
                 v.weight()
-                    .saturating_add(u32::try_from(k.name.len()).unwrap_or(u32::MAX))
+                    .saturating_add(u32::try_from(k.memory()).unwrap_or(u32::MAX))
             })
             .expire_after(Lifetime { stale_window })
             .eviction_listener(move |_, _, cause| {
@@ -328,7 +328,15 @@ impl RecordCache {
         self.cache.get(key).await
     }
 
+    /// [`RecordCache::get`] with a key built on the stack.
+    pub async fn get_buf(&self, key: &KeyBuf) -> Option<Arc<Entry>> {
+        self.cache.get(key.as_bytes()).await
+    }
+
+    /// Stores `entry` under `key`, first preparing its wire form for `key` (so a hit
+    /// copies bytes; the weigher counts them).
     pub async fn insert(&self, key: Key, entry: Arc<Entry>) {
+        entry.prepare(&key);
         self.cache.insert(key, entry).await;
     }
 
@@ -505,9 +513,12 @@ impl Resolver {
 
     /// Starts answering `req` (a QUERY for a name outside our zones, from an allowed
     /// client): from the cache at once if possible, else as a [`Recursion`] to run.
+    /// `msg` is the message `req` was parsed from: a hit copies the question from it.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         &self,
         req: Request,
+        msg: &[u8],
         transport: Transport,
         peer: SocketAddr,
         max_size: u16,
@@ -515,13 +526,36 @@ impl Resolver {
         out: &mut Vec<u8>,
     ) -> Start {
         let inner = &self.inner;
-        let key = Key::for_request(&req);
+        // The key straight from the message's question when it is plain (it always is from
+        // real clients): no allocation, no hickory `Name` walk.
+        let (key, question_len) = match KeyBuf::from_message(msg, &req) {
+            Some((key, len)) => (key, Some(len)),
+            None => (KeyBuf::for_request(&req), None),
+        };
         let now = Instant::now();
         // The lookup only waits when moka's housekeeping is contended; then it is left to
         // the task below.
-        if let Some(Cached::Fresh(chain)) = inner.lookup(&key, now).now_or_never() {
-            inner.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
-            return Start::Answered(write_fresh(&req, &chain, now, max_size, opts, out));
+        if let Some(direct) = inner.cache.get_buf(&key).now_or_never() {
+            if let Some(e) = &direct
+                && e.is_fresh(now)
+            {
+                inner.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+                let rewrite = TtlRewrite::Age(e.age(now));
+                let len = question_len
+                    .and_then(|q| {
+                        e.write_prepared(&req, msg, &key, q, rewrite, max_size, opts, out)
+                    })
+                    .unwrap_or_else(|| {
+                        write_fresh(&req, std::slice::from_ref(e), now, max_size, opts, out)
+                    });
+                return Start::Answered(len);
+            }
+            if let Some(Cached::Fresh(chain)) =
+                inner.lookup_with(&key.to_key(), direct, now).now_or_never()
+            {
+                inner.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+                return Start::Answered(write_fresh(&req, &chain, now, max_size, opts, out));
+            }
         }
         if !req.recursion_desired {
             // RFC 1034 §4.3.1: without RD only local data is used; we have none.
@@ -620,6 +654,11 @@ impl Inner {
     /// else stale data.
     async fn lookup(&self, key: &Key, now: Instant) -> Cached {
         let direct = self.cache.get(key).await;
+        self.lookup_with(key, direct, now).await
+    }
+
+    /// [`Inner::lookup`] with the direct entry already looked up.
+    async fn lookup_with(&self, key: &Key, direct: Option<Arc<Entry>>, now: Instant) -> Cached {
         if let Some(e) = &direct
             && e.is_fresh(now)
         {
@@ -637,13 +676,13 @@ impl Inner {
     /// Follows fresh cached CNAME links from the key's name to fresh data for the key's
     /// type at the chain's end (RFC 1034 §4.3.2 step 3a, done with cached data).
     async fn follow(&self, key: &Key, now: Instant) -> Option<Vec<Arc<Entry>>> {
-        if key.qtype == RecordType::CNAME || key.qtype == RecordType::ANY {
+        if key.qtype() == RecordType::CNAME || key.qtype() == RecordType::ANY {
             return None;
         }
         let mut chain = Vec::new();
-        let mut name = key.name.clone();
+        let mut name = key.name();
         for _ in 0..entry::MAX_CHAIN {
-            let link_key = Key::new(&name, RecordType::CNAME, key.class, key.dnssec_ok);
+            let link_key = Key::new(&name, RecordType::CNAME, key.class(), key.dnssec_ok());
             let link = self
                 .cache
                 .get(&link_key)
@@ -651,7 +690,7 @@ impl Inner {
                 .filter(|e| e.is_fresh(now) && e.kind() == Kind::Positive)?;
             let target = cname_target(&link, &name)?;
             chain.push(link);
-            let end_key = Key::new(&target, key.qtype, key.class, key.dnssec_ok);
+            let end_key = Key::new(&target, key.qtype(), key.class(), key.dnssec_ok());
             if let Some(end) = self.cache.get(&end_key).await
                 && end.is_fresh(now)
                 && end.kind() != Kind::ServFail
@@ -695,10 +734,10 @@ impl Inner {
         };
         self.stats.fetches.fetch_add(1, Ordering::Relaxed);
         let query = key.query();
-        let reply = match self.upstreams.resolve(&query, key.dnssec_ok).await {
+        let reply = match self.upstreams.resolve(&query, key.dnssec_ok()).await {
             Ok(reply) => reply,
             Err(e) => {
-                tracing::debug!(name = %key.name, qtype = %key.qtype, error = %e, "upstream failure");
+                tracing::debug!(name = %query.name(), qtype = %key.qtype(), error = %e, "upstream failure");
                 return self.failed(key).await;
             }
         };
