@@ -118,6 +118,12 @@ pub struct RuntimeConfig {
     /// Nice level (0..=19) of the heavy-job threads, so they yield CPU to query answering.
     /// Default: 10.
     pub heavy_nice: i32,
+    /// Run heavy-job threads under SCHED_IDLE: a query-answering thread that wakes up
+    /// preempts them at once, so a reload never delays answers; but when query answering
+    /// keeps every core busy, heavy jobs (reloads) crawl. Off: only `heavy_nice` applies,
+    /// and a running heavy job can delay answers by a scheduler slice (a few ms).
+    /// Default: true.
+    pub heavy_idle_scheduling: bool,
 }
 
 /// `[limits]`
@@ -226,12 +232,48 @@ impl Default for ZonesConfig {
     }
 }
 
+impl RuntimeConfig {
+    /// How heavy-job threads (the heavy runtime, the store writer) lower their priority.
+    pub fn heavy_priority(&self) -> HeavyPriority {
+        HeavyPriority {
+            nice: self.heavy_nice,
+            idle: self.heavy_idle_scheduling,
+        }
+    }
+}
+
+/// The scheduling priority heavy-job threads give themselves (see [`RuntimeConfig`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeavyPriority {
+    pub nice: i32,
+    pub idle: bool,
+}
+
+impl HeavyPriority {
+    /// Applies this priority to the calling thread; failures are logged, not fatal (a
+    /// seccomp filter may forbid it), since answering queries matters more.
+    pub fn apply_to_current_thread(self) {
+        if let Err(e) = crate::sys::lower_thread_priority(self.nice) {
+            tracing::warn!(
+                "cannot lower heavy-job thread priority to nice {}: {e}",
+                self.nice
+            );
+        }
+        if self.idle
+            && let Err(e) = crate::sys::set_idle_scheduling()
+        {
+            tracing::warn!("cannot put heavy-job thread under SCHED_IDLE: {e}");
+        }
+    }
+}
+
 impl Default for RuntimeConfig {
     fn default() -> RuntimeConfig {
         RuntimeConfig {
             workers: 0,
             heavy_workers: 1,
             heavy_nice: 10,
+            heavy_idle_scheduling: true,
         }
     }
 }

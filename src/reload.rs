@@ -262,7 +262,7 @@ impl ZoneLoader {
         let store = Store::open_dir(
             &config.data_dir,
             StoreOptions {
-                writer_nice: config.runtime.heavy_nice,
+                writer_priority: config.runtime.heavy_priority(),
                 ..StoreOptions::default()
             },
         )?;

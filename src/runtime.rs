@@ -33,7 +33,7 @@ use crate::handler::Handler;
 use crate::metrics::{self, Metrics};
 use crate::reload::{LoadReport, ReloadError, ZoneLoader, log_report};
 use crate::zone::ZoneSet;
-use crate::{cache, notify, server, sys};
+use crate::{cache, notify, server};
 
 /// Prefix of latency worker thread names.
 pub const LATENCY_THREAD_PREFIX: &str = "muninn-lat-";
@@ -71,16 +71,12 @@ impl Runtimes {
             .enable_all()
             .build()
             .map_err(|e| ServeError::Runtime("latency", e))?;
-        let nice = config.heavy_nice;
+        let priority = config.heavy_priority();
         let heavy = Builder::new_multi_thread()
             .worker_threads(config.heavy_workers.max(1))
             .thread_name_fn(numbered(HEAVY_THREAD_PREFIX))
-            .on_thread_start(move || {
-                // Heavy jobs must leave the CPU to query answering when both compete.
-                if let Err(e) = sys::lower_thread_priority(nice) {
-                    warn!("cannot lower heavy-job thread priority to nice {nice}: {e}");
-                }
-            })
+            // Heavy jobs must leave the CPU to query answering when both compete.
+            .on_thread_start(move || priority.apply_to_current_thread())
             .enable_all()
             .build()
             .map_err(|e| ServeError::Runtime("heavy-job", e))?;
@@ -369,6 +365,7 @@ mod tests {
             workers: 1,
             heavy_workers: 2,
             heavy_nice: 7,
+            heavy_idle_scheduling: true,
         })
         .unwrap()
     }
@@ -434,36 +431,45 @@ mod tests {
     #[test]
     fn thread_names_and_heavy_priority() {
         let rt = runtimes();
-        let (name, nice) = rt
+        let (name, nice, policy) = rt
             .latency
             .block_on(rt.heavy.spawn(async {
                 (
                     std::thread::current().name().map(String::from),
-                    thread_nice(),
+                    thread_stat_field(16),
+                    thread_stat_field(38),
                 )
             }))
             .unwrap();
         assert!(name.unwrap().starts_with(HEAVY_THREAD_PREFIX));
         assert_eq!(nice, Some(7));
-        let (name, heavy) = rt
+        assert_eq!(
+            policy,
+            Some(libc::SCHED_IDLE),
+            "heavy threads run under SCHED_IDLE"
+        );
+        let (name, heavy, policy) = rt
             .latency
             .block_on(rt.latency.spawn(async {
                 (
                     std::thread::current().name().map(String::from),
                     on_heavy_thread(),
+                    thread_stat_field(38),
                 )
             }))
             .unwrap();
         assert!(name.unwrap().starts_with(LATENCY_THREAD_PREFIX));
         assert!(!heavy);
+        assert_eq!(policy, Some(libc::SCHED_OTHER));
         rt.shutdown();
     }
 
-    /// Nice value of the calling thread, from /proc (field 19 of stat, after the `(comm)`).
-    fn thread_nice() -> Option<i32> {
+    /// Field `index` (counted from the state field, 0) of /proc/thread-self/stat: 16 is
+    /// the nice value, 38 the scheduling policy.
+    fn thread_stat_field(index: usize) -> Option<i32> {
         let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
         let after_comm = stat.rsplit_once(')')?.1;
-        after_comm.split_whitespace().nth(16)?.parse().ok()
+        after_comm.split_whitespace().nth(index)?.parse().ok()
     }
 
     #[test]

@@ -164,6 +164,21 @@ fn send_chunk(fd: &impl AsRawFd, chunk: &[(&[u8], SocketAddr)]) -> io::Result<us
     Ok(sent as usize)
 }
 
+/// Puts the calling thread under `SCHED_IDLE` (sched(7)): it runs only on CPU time that
+/// normal threads leave, and a normal thread that wakes up preempts it at once. A nice
+/// level alone still lets a running heavy job keep the CPU for a whole scheduler slice
+/// (milliseconds) while a query waits. Lowering the policy needs no privilege.
+pub fn set_idle_scheduling() -> io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: `param` is a valid, initialized sched_param that outlives the call; pid 0 is
+    // the calling thread (Linux schedules threads individually).
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Sets the nice value of the calling thread (not the whole process) to `nice`.
 ///
 /// On Linux, `setpriority(PRIO_PROCESS, tid)` applies to one thread (see the NOTES of

@@ -265,6 +265,7 @@ fn runtimes() -> Runtimes {
         workers: 1,
         heavy_workers: 1,
         heavy_nice: 0,
+        heavy_idle_scheduling: false,
     })
     .unwrap()
 }

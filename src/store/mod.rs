@@ -52,7 +52,7 @@ use std::thread::JoinHandle;
 use hickory_proto::rr::{Name, RData, RecordType};
 use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
 use tokio::sync::{broadcast, oneshot};
-use tracing::{debug, error};
+use tracing::error;
 
 use crate::zone::rdata::{self as zrdata, Rdatas};
 use crate::zone::{WireRRset, Zone, ZoneBuilder, case_wire, lower_wire, name_from_wire};
@@ -150,8 +150,8 @@ pub struct StoreOptions {
     pub event_capacity: usize,
     /// redb page cache.
     pub cache_bytes: usize,
-    /// Nice level of the writer thread (like the heavy-job threads).
-    pub writer_nice: i32,
+    /// Scheduling priority of the writer thread (that of the heavy-job threads).
+    pub writer_priority: crate::config::HeavyPriority,
 }
 
 impl Default for StoreOptions {
@@ -159,7 +159,7 @@ impl Default for StoreOptions {
         StoreOptions {
             event_capacity: 1024,
             cache_bytes: 128 << 20,
-            writer_nice: 10,
+            writer_priority: crate::config::RuntimeConfig::default().heavy_priority(),
         }
     }
 }
@@ -281,13 +281,11 @@ impl Store {
         let events = publisher.sender();
         let (tx, rx) = mpsc::sync_channel(64);
         let writer_db = Arc::clone(&db);
-        let nice = options.writer_nice;
+        let priority = options.writer_priority;
         let writer = std::thread::Builder::new()
             .name(format!("{}store", crate::runtime::HEAVY_THREAD_PREFIX))
             .spawn(move || {
-                if let Err(e) = crate::sys::lower_thread_priority(nice) {
-                    debug!("cannot lower store writer priority: {e}");
-                }
+                priority.apply_to_current_thread();
                 writer_loop(&writer_db, rx, publisher);
             })
             .map_err(|source| StoreError::Dir {
