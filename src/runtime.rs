@@ -37,6 +37,8 @@ use crate::{cache, notify, server};
 
 /// Prefix of latency worker thread names.
 pub const LATENCY_THREAD_PREFIX: &str = "muninn-lat-";
+/// Name of the thread serving the metrics endpoint.
+pub const ADMIN_THREAD_NAME: &str = "muninn-admin";
 /// Prefix of heavy-job thread names.
 pub const HEAVY_THREAD_PREFIX: &str = "muninn-heavy-";
 
@@ -61,6 +63,10 @@ pub enum ServeError {
 pub struct Runtimes {
     pub latency: Runtime,
     pub heavy: Runtime,
+    /// One normal-priority thread (`muninn-admin`) for the metrics endpoint: off the
+    /// latency workers, and not on the heavy threads either, which may run under
+    /// SCHED_IDLE and would then starve scrapes exactly when the server is busiest.
+    pub admin: Runtime,
 }
 
 impl Runtimes {
@@ -80,11 +86,22 @@ impl Runtimes {
             .enable_all()
             .build()
             .map_err(|e| ServeError::Runtime("heavy-job", e))?;
-        Ok(Runtimes { latency, heavy })
+        let admin = Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name(ADMIN_THREAD_NAME)
+            .enable_all()
+            .build()
+            .map_err(|e| ServeError::Runtime("admin", e))?;
+        Ok(Runtimes {
+            latency,
+            heavy,
+            admin,
+        })
     }
 
     /// Stops both runtimes without waiting for tasks that ignore cancellation.
     pub fn shutdown(self) {
+        self.admin.shutdown_background();
         self.heavy.shutdown_background();
         self.latency.shutdown_timeout(Duration::from_millis(100));
     }
@@ -182,7 +199,7 @@ async fn run(
     let metrics = Metrics::new(Arc::clone(&zones));
     if config.metrics.enabled {
         let addr = metrics::spawn_metrics_server(
-            heavy,
+            rt.admin.handle(),
             config.metrics.listen,
             Arc::clone(&metrics),
             root.child_token(),

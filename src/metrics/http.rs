@@ -1,7 +1,7 @@
 //! The metrics endpoint: a small HTTP/1.1 server with `/metrics` and `/health`.
 //!
-//! It runs on the runtime it is given (the heavy-job runtime), never on the latency
-//! workers: a scrape walks every counter block, the zone set and /proc. Connections are
+//! It runs on the runtime it is given (the admin runtime: one thread of its own), never on
+//! the latency workers: a scrape walks every counter block, the zone set and /proc. Connections are
 //! few and bounded; each must send its request head promptly and finish within a time
 //! limit, so a slow or idle client cannot hold a slot for long.
 
