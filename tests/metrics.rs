@@ -13,18 +13,19 @@ use std::time::{Duration, Instant, SystemTime};
 use arc_swap::ArcSwap;
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, Record, RecordType};
-use hickory_proto::serialize::txt::Parser;
 use muninn::cache::{Entry, Key, Kind, RecordCache, Resolver, ResolverConfig};
 use muninn::handler::{DEFAULT_MAX_UDP_PAYLOAD, Handler};
 use muninn::metrics::{
     CONTENT_TYPE_OPENMETRICS, CONTENT_TYPE_PROMETHEUS, Metrics, spawn_metrics_server,
 };
-use muninn::server::{Limits, Listeners, spawn_listeners};
-use muninn::zone::{Zone, ZoneSet};
+use muninn::server::{Limits, Listeners};
+use muninn::zone::ZoneSet;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+
+mod inproc;
+use inproc::Tasks;
 
 const ZONE: &str = "$ORIGIN example.com.\n$TTL 3600\n\
     @ IN SOA ns1 hostmaster 2024010101 7200 3600 1209600 300\n\
@@ -35,23 +36,14 @@ const ZONE: &str = "$ORIGIN example.com.\n$TTL 3600\n\
     mail IN MX 10 www\n";
 
 fn zones() -> ZoneSet {
-    let origin = Name::from_str("example.com.").unwrap();
-    let (origin, rrsets) = Parser::new(ZONE, None, Some(origin)).parse().unwrap();
-    let records: Vec<Record> = rrsets
-        .values()
-        .flat_map(|set| set.records_without_rrsigs().cloned())
-        .collect();
-    let mut zones = ZoneSet::new();
-    zones.insert(Arc::new(Zone::build(origin, records).unwrap()));
-    zones
+    inproc::zone_set(ZONE)
 }
 
 struct Server {
     listeners: Listeners,
     metrics: Arc<Metrics>,
     http: SocketAddr,
-    token: CancellationToken,
-    tracker: TaskTracker,
+    tasks: Tasks,
 }
 
 impl Server {
@@ -68,25 +60,14 @@ impl Server {
             handler = handler.with_resolver(r.clone());
         }
         let handler = Arc::new(handler);
-        let token = CancellationToken::new();
-        let tracker = TaskTracker::new();
+        let tasks = Tasks::default();
         let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let rt = tokio::runtime::Handle::current();
         if let Some(r) = &resolver {
-            assert!(r.spawn_maintenance(&rt, token.child_token(), &tracker));
+            assert!(r.spawn_maintenance(&rt, tasks.token.child_token(), &tasks.tracker));
         }
         // Two UDP sockets: the scrape must sum their blocks.
-        let listeners = spawn_listeners(
-            &rt,
-            handler,
-            &[addr],
-            &[addr],
-            Limits::default(),
-            2,
-            token.child_token(),
-            &tracker,
-        )
-        .unwrap();
+        let listeners = tasks.spawn_listeners(handler, &[addr], &[addr], Limits::default(), 2);
         let metrics = Metrics::new(zones);
         metrics.add_listeners(&listeners);
         if let Some(r) = resolver {
@@ -96,31 +77,22 @@ impl Server {
             &rt,
             addr,
             Arc::clone(&metrics),
-            token.child_token(),
-            &tracker,
+            tasks.token.child_token(),
+            &tasks.tracker,
         )
         .unwrap();
         Server {
             listeners,
             metrics,
             http,
-            token,
-            tracker,
+            tasks,
         }
     }
 
     async fn stop(self) {
-        self.token.cancel();
-        self.tracker.close();
-        tokio::time::timeout(Duration::from_secs(5), self.tracker.wait())
-            .await
-            .expect("listener and metrics tasks stop after cancellation");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.token.cancel();
+        self.tasks
+            .stop("listener and metrics tasks stop after cancellation")
+            .await;
     }
 }
 
@@ -544,30 +516,24 @@ async fn counters_after_known_traffic() {
 async fn idle_tcp_connection_closed_reason() {
     let zones = Arc::new(ArcSwap::from_pointee(zones()));
     let handler = Arc::new(Handler::new(Arc::clone(&zones), DEFAULT_MAX_UDP_PAYLOAD));
-    let token = CancellationToken::new();
-    let tracker = TaskTracker::new();
+    let tasks = Tasks::default();
     let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let limits = Limits {
         tcp_idle_timeout: Duration::from_millis(100),
         max_tcp_connections: 1,
         ..Limits::default()
     };
-    let rt = tokio::runtime::Handle::current();
-    let listeners = spawn_listeners(
-        &rt,
-        handler,
-        &[],
-        &[addr],
-        limits,
-        1,
-        token.clone(),
-        &tracker,
-    )
-    .unwrap();
+    let listeners = tasks.spawn_listeners(handler, &[], &[addr], limits, 1);
     let metrics = Metrics::new(zones);
     metrics.add_listeners(&listeners);
-    let http_addr =
-        spawn_metrics_server(&rt, addr, Arc::clone(&metrics), token.clone(), &tracker).unwrap();
+    let http_addr = spawn_metrics_server(
+        &tokio::runtime::Handle::current(),
+        addr,
+        Arc::clone(&metrics),
+        tasks.token.child_token(),
+        &tasks.tracker,
+    )
+    .unwrap();
     let tcp = listeners.tcp_addrs()[0];
 
     let mut idle = TcpStream::connect(tcp).await.unwrap();
@@ -603,11 +569,9 @@ async fn idle_tcp_connection_closed_reason() {
     expect(&s, "muninn_tcp_connections_accepted_total", 1.0);
     expect(&s, "muninn_tcp_connections_open", 0.0);
 
-    token.cancel();
-    tracker.close();
-    tokio::time::timeout(Duration::from_secs(5), tracker.wait())
-        .await
-        .unwrap();
+    tasks
+        .stop("listener and metrics tasks stop after cancellation")
+        .await;
 }
 
 async fn wait_accepted(listeners: &Listeners, n: u64) {

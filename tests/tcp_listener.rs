@@ -1,108 +1,35 @@
 //! DNS over TCP listener: pipelining, out-of-band errors, idle and message timeouts,
 //! connection cap, shutdown. The server runs in-process on 127.0.0.1, port 0.
 
-use std::net::{Ipv4Addr, SocketAddr};
 use std::str::FromStr;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
-use hickory_proto::serialize::txt::Parser;
-use muninn::handler::{DEFAULT_MAX_UDP_PAYLOAD, Handler};
-use muninn::server::{Limits, Listeners, spawn_listeners};
-use muninn::zone::{Zone, ZoneSet};
+use muninn::server::Limits;
+use muninn::zone::ZoneSet;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+
+mod inproc;
+use inproc::{InProc, host_addr};
 
 fn zone_text() -> String {
-    let mut z = String::from(
-        "$ORIGIN example.com.\n$TTL 3600\n\
-         @ IN SOA ns1 hostmaster 1 7200 3600 1209600 300\n\
-         @ IN NS ns1\nns1 IN A 192.0.2.1\n",
-    );
-    for i in 0..100u32 {
-        z.push_str(&format!("h{i} IN A 10.0.{}.{}\n", i / 256, i % 256));
-    }
+    let mut z = inproc::hosts_zone_text(100);
     // An RRset of about 2 KB: larger than any UDP limit here, fine over TCP.
-    for i in 0..20 {
-        z.push_str(&format!("large IN TXT \"{i:02}{}\"\n", "x".repeat(98)));
-    }
+    inproc::push_txt(&mut z, "large", 20);
     z
 }
 
 fn zones() -> ZoneSet {
-    let origin = Name::from_str("example.com.").unwrap();
-    let (origin, rrsets) = Parser::new(zone_text(), None, Some(origin))
-        .parse()
-        .unwrap();
-    let records: Vec<Record> = rrsets
-        .values()
-        .flat_map(|set| set.records_without_rrsigs().cloned())
-        .collect();
-    let mut zones = ZoneSet::new();
-    zones.insert(Arc::new(Zone::build(origin, records).unwrap()));
-    zones
+    inproc::zone_set(&zone_text())
 }
 
-fn host_addr(i: u32) -> Ipv4Addr {
-    Ipv4Addr::new(10, 0, (i / 256) as u8, (i % 256) as u8)
-}
-
-struct Server {
-    listeners: Listeners,
-    token: CancellationToken,
-    tracker: TaskTracker,
-}
-
-impl Server {
-    fn start(limits: Limits) -> Server {
-        let handler = Arc::new(Handler::new(
-            Arc::new(ArcSwap::from_pointee(zones())),
-            DEFAULT_MAX_UDP_PAYLOAD,
-        ));
-        let token = CancellationToken::new();
-        let tracker = TaskTracker::new();
-        let listeners = spawn_listeners(
-            &tokio::runtime::Handle::current(),
-            handler,
-            &[],
-            &["127.0.0.1:0".parse().unwrap()],
-            limits,
-            1,
-            token.clone(),
-            &tracker,
-        )
-        .unwrap();
-        Server {
-            listeners,
-            token,
-            tracker,
-        }
-    }
-
-    fn addr(&self) -> SocketAddr {
-        self.listeners.tcp_addrs()[0]
-    }
-
-    async fn stop(self) {
-        self.token.cancel();
-        self.tracker.close();
-        tokio::time::timeout(Duration::from_secs(5), self.tracker.wait())
-            .await
-            .expect("all listener tasks stop after cancellation");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.token.cancel();
-    }
+/// The DNS listeners on 127.0.0.1, TCP only, one worker.
+fn start(limits: Limits) -> InProc {
+    InProc::start(zones(), &[], &["127.0.0.1:0".parse().unwrap()], limits, 1)
 }
 
 fn query(id: u16, name: &str, rtype: RecordType, class: DNSClass, edns: bool) -> Vec<u8> {
@@ -172,8 +99,8 @@ fn assert_refused(resp: &Message, name: &str, rtype: RecordType) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_queries_all_answered() {
-    let server = Server::start(Limits::default());
-    let mut stream = TcpStream::connect(server.addr()).await.unwrap();
+    let server = start(Limits::default());
+    let mut stream = TcpStream::connect(server.tcp_addr()).await.unwrap();
 
     // Ten queries, then three the handler refuses, then a large answer, all in one write.
     let mut wire = Vec::new();
@@ -254,8 +181,8 @@ async fn idle_connection_closed() {
         tcp_idle_timeout: Duration::from_millis(300),
         ..Limits::default()
     };
-    let server = Server::start(limits);
-    let mut stream = TcpStream::connect(server.addr()).await.unwrap();
+    let server = start(limits);
+    let mut stream = TcpStream::connect(server.tcp_addr()).await.unwrap();
     stream
         .write_all(&framed(&query(
             7,
@@ -288,8 +215,8 @@ async fn stalled_message_closed() {
         tcp_io_timeout: Duration::from_millis(300),
         ..Limits::default()
     };
-    let server = Server::start(limits);
-    let mut stream = TcpStream::connect(server.addr()).await.unwrap();
+    let server = start(limits);
+    let mut stream = TcpStream::connect(server.tcp_addr()).await.unwrap();
     // Half a message: the length and a few bytes, then nothing.
     let msg = framed(&query(
         9,
@@ -317,10 +244,10 @@ async fn connection_cap_enforced() {
         max_tcp_connections: 2,
         ..Limits::default()
     };
-    let server = Server::start(limits);
+    let server = start(limits);
     let mut open = Vec::new();
     for i in 0..2u32 {
-        let mut s = TcpStream::connect(server.addr()).await.unwrap();
+        let mut s = TcpStream::connect(server.tcp_addr()).await.unwrap();
         let name = format!("h{i}.example.com.");
         s.write_all(&framed(&query(
             i as u16,
@@ -336,7 +263,7 @@ async fn connection_cap_enforced() {
     }
 
     // The third is accepted and closed at once.
-    let mut third = TcpStream::connect(server.addr()).await.unwrap();
+    let mut third = TcpStream::connect(server.tcp_addr()).await.unwrap();
     wait_closed(&mut third, Duration::from_secs(2)).await;
     let stats = &server.listeners.tcp_stats()[0];
     assert_eq!(stats.rejected.load(Ordering::Relaxed), 1);
@@ -346,7 +273,7 @@ async fn connection_cap_enforced() {
     drop(open.pop());
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let mut s = TcpStream::connect(server.addr()).await.unwrap();
+        let mut s = TcpStream::connect(server.tcp_addr()).await.unwrap();
         s.write_all(&framed(&query(
             5,
             "h5.example.com.",
@@ -376,8 +303,8 @@ async fn connection_cap_enforced() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_closes_connections() {
-    let server = Server::start(Limits::default());
-    let mut stream = TcpStream::connect(server.addr()).await.unwrap();
+    let server = start(Limits::default());
+    let mut stream = TcpStream::connect(server.tcp_addr()).await.unwrap();
     stream
         .write_all(&framed(&query(
             3,
@@ -389,7 +316,7 @@ async fn shutdown_closes_connections() {
         .await
         .unwrap();
     assert_a_answer(&read_message(&mut stream).await, 3);
-    let addr = server.addr();
+    let addr = server.tcp_addr();
     server.stop().await; // waits for every task, including this connection's
     wait_closed(&mut stream, Duration::from_secs(1)).await;
     assert!(
@@ -405,8 +332,8 @@ async fn client_that_does_not_read_is_dropped() {
         tcp_max_in_flight: 4,
         ..Limits::default()
     };
-    let server = Server::start(limits);
-    let stream = TcpStream::connect(server.addr()).await.unwrap();
+    let server = start(limits);
+    let stream = TcpStream::connect(server.tcp_addr()).await.unwrap();
     let (_rd, mut wr) = stream.into_split();
     // Pipeline far more ~2 KB answers than socket buffers hold, and never read them.
     let one = framed(&query(

@@ -3,120 +3,46 @@
 //! on 127.0.0.1, port 0.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
-use hickory_proto::serialize::txt::Parser;
-use muninn::handler::{DEFAULT_MAX_UDP_PAYLOAD, Handler};
-use muninn::server::{Limits, Listeners, UdpTotals, spawn_listeners};
-use muninn::zone::{Zone, ZoneSet};
+use muninn::server::{Limits, UdpTotals};
+use muninn::zone::ZoneSet;
 use tokio::net::UdpSocket;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+
+mod inproc;
+use inproc::{InProc, host_addr};
 
 const HOSTS: u32 = 1000;
 
 fn zone_text() -> String {
-    let mut z = String::from(
-        "$ORIGIN example.com.\n$TTL 3600\n\
-         @ IN SOA ns1 hostmaster 1 7200 3600 1209600 300\n\
-         @ IN NS ns1\nns1 IN A 192.0.2.1\n",
-    );
-    for i in 0..HOSTS {
-        z.push_str(&format!("h{i} IN A 10.0.{}.{}\n", i / 256, i % 256));
-    }
+    let mut z = inproc::hosts_zone_text(HOSTS);
     // About 900 bytes of answer: over 512, under 1232.
-    for i in 0..8 {
-        z.push_str(&format!("mid IN TXT \"{i:02}{}\"\n", "x".repeat(98)));
-    }
+    inproc::push_txt(&mut z, "mid", 8);
     // About 2 KB: over 1232.
-    for i in 0..20 {
-        z.push_str(&format!("large IN TXT \"{i:02}{}\"\n", "x".repeat(98)));
-    }
+    inproc::push_txt(&mut z, "large", 20);
     z
 }
 
 fn zones() -> ZoneSet {
-    let origin = Name::from_str("example.com.").unwrap();
-    let (origin, rrsets) = Parser::new(zone_text(), None, Some(origin))
-        .parse()
-        .unwrap();
-    let records: Vec<Record> = rrsets
-        .values()
-        .flat_map(|set| set.records_without_rrsigs().cloned())
-        .collect();
-    let mut zones = ZoneSet::new();
-    zones.insert(Arc::new(Zone::build(origin, records).unwrap()));
-    zones
+    inproc::zone_set(&zone_text())
 }
 
 fn host_name(i: u32) -> Name {
     Name::from_str(&format!("h{i}.example.com.")).unwrap()
 }
 
-fn host_addr(i: u32) -> Ipv4Addr {
-    Ipv4Addr::new(10, 0, (i / 256) as u8, (i % 256) as u8)
+/// The DNS listeners on 127.0.0.1, UDP and TCP on one port.
+fn start(limits: Limits, workers: usize) -> InProc {
+    start_on("127.0.0.1:0".parse().unwrap(), limits, workers)
 }
 
-struct Server {
-    listeners: Listeners,
-    token: CancellationToken,
-    tracker: TaskTracker,
-}
-
-impl Server {
-    fn start(limits: Limits, workers: usize) -> Server {
-        Server::start_on("127.0.0.1:0".parse().unwrap(), limits, workers)
-    }
-
-    fn start_on(addr: SocketAddr, limits: Limits, workers: usize) -> Server {
-        let handler = Arc::new(Handler::new(
-            Arc::new(ArcSwap::from_pointee(zones())),
-            DEFAULT_MAX_UDP_PAYLOAD,
-        ));
-        let token = CancellationToken::new();
-        let tracker = TaskTracker::new();
-        let listeners = spawn_listeners(
-            &tokio::runtime::Handle::current(),
-            handler,
-            &[addr],
-            &[addr],
-            limits,
-            workers,
-            token.clone(),
-            &tracker,
-        )
-        .unwrap();
-        Server {
-            listeners,
-            token,
-            tracker,
-        }
-    }
-
-    fn addr(&self) -> SocketAddr {
-        self.listeners.udp_addrs()[0]
-    }
-
-    async fn stop(self) {
-        self.token.cancel();
-        self.tracker.close();
-        tokio::time::timeout(Duration::from_secs(5), self.tracker.wait())
-            .await
-            .expect("all listener tasks stop after cancellation");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.token.cancel();
-    }
+fn start_on(addr: SocketAddr, limits: Limits, workers: usize) -> InProc {
+    InProc::start(zones(), &[addr], &[addr], limits, workers)
 }
 
 fn query(id: u16, name: &Name, rtype: RecordType, edns_payload: Option<u16>) -> Vec<u8> {
@@ -192,8 +118,8 @@ async fn ask_all(server: SocketAddr, hosts: Vec<u32>) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_queries_get_their_own_answers() {
-    let server = Server::start(Limits::default(), 2);
-    let addr = server.addr();
+    let server = start(Limits::default(), 2);
+    let addr = server.udp_addr();
     // 10 client sockets, 100 distinct questions each, all in flight at once.
     let clients: Vec<_> = (0..10u32)
         .map(|c| tokio::spawn(ask_all(addr, (c * 100..(c + 1) * 100).collect())))
@@ -215,8 +141,8 @@ async fn burst_larger_than_batch() {
         udp_batch: 4,
         ..Limits::default()
     };
-    let server = Server::start(limits, 1);
-    let addr = server.addr();
+    let server = start(limits, 1);
+    let addr = server.udp_addr();
     let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     // 50 queries back to back: at least 13 receive batches. 50 small datagrams fit in any
     // default socket buffer, so nothing may be lost.
@@ -246,7 +172,7 @@ async fn burst_larger_than_batch() {
 
 /// Polls the server's UDP counters until `done` holds (they are updated after each batch
 /// is sent, so a client can see its answer a moment before the counters move).
-async fn settled(server: &Server, done: impl Fn(&UdpTotals) -> bool) -> UdpTotals {
+async fn settled(server: &InProc, done: impl Fn(&UdpTotals) -> bool) -> UdpTotals {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
     loop {
         let t = server.listeners.udp_totals();
@@ -269,8 +195,8 @@ async fn ask_one(sock: &UdpSocket, to: SocketAddr, wire: &[u8]) -> Message {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn response_size_limits() {
-    let server = Server::start(Limits::default(), 1);
-    let addr = server.addr();
+    let server = start(Limits::default(), 1);
+    let addr = server.udp_addr();
     let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let mid = Name::from_str("mid.example.com.").unwrap();
     let large = Name::from_str("large.example.com.").unwrap();
@@ -309,8 +235,8 @@ async fn response_size_limits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn responses_and_garbage_are_not_answered() {
-    let server = Server::start(Limits::default(), 1);
-    let addr = server.addr();
+    let server = start(Limits::default(), 1);
+    let addr = server.udp_addr();
     let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     // A response (QR=1) must never be answered (reflection loops), nor a 3-byte packet.
     let mut resp = Message::new(77, MessageType::Response, OpCode::Query);
@@ -341,7 +267,7 @@ async fn ipv6_udp_and_tcp() {
         eprintln!("no IPv6 loopback; skipping");
         return;
     }
-    let server = Server::start_on(any, Limits::default(), 2);
+    let server = start_on(any, Limits::default(), 2);
     let udp_addr = server.listeners.udp_addrs()[0];
     let tcp_addr = server.listeners.tcp_addrs()[0];
     assert!(udp_addr.is_ipv6() && udp_addr.port() != 0);
