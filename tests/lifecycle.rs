@@ -5,7 +5,7 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, MessageType, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
+
+mod common;
+use common::{TempDir, free_port};
 
 const BIN: &str = env!("CARGO_BIN_EXE_muninn");
 const ORIGIN: &str = "reload.test.";
@@ -34,33 +37,23 @@ fn zone_text(serial: u32, host: u8, extra: usize) -> String {
     z
 }
 
-/// A temporary directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("muninn-lc-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("zones")).unwrap();
-        TempDir(dir)
-    }
-
-    fn zone_file(&self) -> PathBuf {
-        self.0.join("zones").join(format!("{}zone", ORIGIN))
-    }
-
-    /// Replaces the zone file atomically (write + rename), as editors and deploy tools do.
-    fn write_zone(&self, text: &str) {
-        let tmp = self.0.join("zone.tmp");
-        std::fs::write(&tmp, text).unwrap();
-        std::fs::rename(&tmp, self.zone_file()).unwrap();
-    }
+/// A temporary directory (removed on drop) with an empty `zones` subdirectory.
+fn temp_dir(tag: &str) -> TempDir {
+    let dir = TempDir::new(tag);
+    std::fs::create_dir_all(dir.path().join("zones")).unwrap();
+    dir
 }
 
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// The zone file of [`ORIGIN`] in the zones directory of `dir`.
+fn zone_file(dir: &TempDir) -> PathBuf {
+    dir.path().join("zones").join(format!("{}zone", ORIGIN))
+}
+
+/// Replaces the zone file atomically (write + rename), as editors and deploy tools do.
+fn write_zone(dir: &TempDir, text: &str) {
+    let tmp = dir.path().join("zone.tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, zone_file(dir)).unwrap();
 }
 
 /// A running server; killed (by PID) and reaped on drop.
@@ -75,7 +68,7 @@ impl Server {
     /// waits until it answers. The config file names another zones directory and worker
     /// count: the command-line flags must win, also on reloads.
     fn start(dir: &TempDir, grace_ms: u64) -> Server {
-        let config = dir.0.join("muninn.toml");
+        let config = dir.path().join("muninn.toml");
         std::fs::write(
             &config,
             format!(
@@ -85,13 +78,13 @@ impl Server {
             ),
         )
         .unwrap();
-        let log = dir.0.join("muninn.log");
-        let addr = free_port();
+        let log = dir.path().join("muninn.log");
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let child = Command::new(BIN)
             .args(["serve", "--config"])
             .arg(&config)
             .args(["--listen", &addr.to_string(), "--workers", "2", "--zones"])
-            .arg(dir.0.join("zones"))
+            .arg(dir.path().join("zones"))
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -161,17 +154,6 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// A port free on 127.0.0.1 for both UDP and TCP.
-fn free_port() -> SocketAddr {
-    loop {
-        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let addr = udp.local_addr().unwrap();
-        if TcpListener::bind(addr).is_ok() {
-            return addr;
-        }
     }
 }
 
@@ -251,8 +233,8 @@ fn wait_for_host(server: SocketAddr, host: u8) {
 
 #[test]
 fn sighup_serves_the_changed_zone() {
-    let dir = TempDir::new("changed");
-    dir.write_zone(&zone_text(1, 1, 0));
+    let dir = temp_dir("changed");
+    write_zone(&dir, &zone_text(1, 1, 0));
     let server = Server::start(&dir, 2000);
     assert_eq!(www_host(server.addr), Ok(1));
     assert_eq!(soa_serial(server.addr), 1);
@@ -270,7 +252,7 @@ fn sighup_serves_the_changed_zone() {
         server.log_text()
     );
 
-    dir.write_zone(&zone_text(2, 2, 0));
+    write_zone(&dir, &zone_text(2, 2, 0));
     server.signal("HUP");
     wait_for_host(server.addr, 2);
     assert_eq!(soa_serial(server.addr), 2);
@@ -284,34 +266,34 @@ fn sighup_serves_the_changed_zone() {
 
 #[test]
 fn broken_zone_keeps_the_old_version() {
-    let dir = TempDir::new("broken");
-    dir.write_zone(&zone_text(1, 1, 0));
+    let dir = temp_dir("broken");
+    write_zone(&dir, &zone_text(1, 1, 0));
     let server = Server::start(&dir, 2000);
     assert_eq!(www_host(server.addr), Ok(1));
 
     // Line 7 is invalid; the rest would change www.
     let broken = format!("{}bad IN A 192.0.2.999\n", zone_text(2, 2, 0));
-    dir.write_zone(&broken);
+    write_zone(&dir, &broken);
     server.signal("HUP");
     server.wait_log("zone reload done", 1);
     let log = server.log_text();
-    let location = format!("{}:7:", dir.zone_file().display());
+    let location = format!("{}:7:", zone_file(&dir).display());
     assert!(log.contains(&location), "no {location} in log:\n{log}");
     assert!(log.contains("previous version still served"), "{log}");
     assert_eq!(www_host(server.addr), Ok(1));
     assert_eq!(soa_serial(server.addr), 1);
 
     // Once fixed, the next reload picks it up.
-    dir.write_zone(&zone_text(3, 3, 0));
+    write_zone(&dir, &zone_text(3, 3, 0));
     server.signal("HUP");
     wait_for_host(server.addr, 3);
 }
 
 #[test]
 fn queries_are_answered_throughout_reloads() {
-    let dir = TempDir::new("continuous");
+    let dir = temp_dir("continuous");
     // Big enough that each reload takes a noticeable time.
-    dir.write_zone(&zone_text(1, 1, 20_000));
+    write_zone(&dir, &zone_text(1, 1, 20_000));
     let server = Server::start(&dir, 2000);
     let addr = server.addr;
     let stop = Arc::new(AtomicBool::new(false));
@@ -330,7 +312,7 @@ fn queries_are_answered_throughout_reloads() {
         })
     };
     for round in 2..=4u8 {
-        dir.write_zone(&zone_text(u32::from(round), round, 20_000));
+        write_zone(&dir, &zone_text(u32::from(round), round, 20_000));
         server.signal("HUP");
         wait_for_host(addr, round);
     }
@@ -345,10 +327,10 @@ fn queries_are_answered_throughout_reloads() {
 
 #[test]
 fn overlapping_sighups_are_harmless() {
-    let dir = TempDir::new("overlap");
-    dir.write_zone(&zone_text(1, 1, 20_000));
+    let dir = temp_dir("overlap");
+    write_zone(&dir, &zone_text(1, 1, 20_000));
     let server = Server::start(&dir, 2000);
-    dir.write_zone(&zone_text(2, 2, 20_000));
+    write_zone(&dir, &zone_text(2, 2, 20_000));
     for _ in 0..20 {
         server.signal("HUP");
         std::thread::sleep(Duration::from_millis(2));
@@ -366,15 +348,15 @@ fn overlapping_sighups_are_harmless() {
     assert_eq!(soa_serial(server.addr), 2);
 
     // Another change after the burst is still picked up.
-    dir.write_zone(&zone_text(3, 3, 0));
+    write_zone(&dir, &zone_text(3, 3, 0));
     server.signal("HUP");
     wait_for_host(server.addr, 3);
 }
 
 #[test]
 fn sigterm_exits_zero_within_the_grace_period() {
-    let dir = TempDir::new("term");
-    dir.write_zone(&zone_text(1, 1, 0));
+    let dir = temp_dir("term");
+    write_zone(&dir, &zone_text(1, 1, 0));
     let mut server = Server::start(&dir, 1500);
     assert_eq!(www_host(server.addr), Ok(1));
     // An idle TCP client must not hold the shutdown past the grace period.
@@ -399,8 +381,8 @@ fn sigterm_exits_zero_within_the_grace_period() {
 
 #[test]
 fn sigint_also_stops_cleanly() {
-    let dir = TempDir::new("int");
-    dir.write_zone(&zone_text(1, 1, 0));
+    let dir = temp_dir("int");
+    write_zone(&dir, &zone_text(1, 1, 0));
     let mut server = Server::start(&dir, 1000);
     server.signal("INT");
     let status = server.wait_exit(Duration::from_secs(3)).unwrap();
@@ -409,10 +391,10 @@ fn sigint_also_stops_cleanly() {
 
 #[test]
 fn zone_added_and_removed_on_reload() {
-    let dir = TempDir::new("addremove");
-    dir.write_zone(&zone_text(1, 1, 0));
+    let dir = temp_dir("addremove");
+    write_zone(&dir, &zone_text(1, 1, 0));
     let server = Server::start(&dir, 1000);
-    let other: &Path = &dir.0.join("zones").join("other.test.zone");
+    let other: &Path = &dir.path().join("zones").join("other.test.zone");
     std::fs::write(
         other,
         "$TTL 60\n@ IN SOA ns hm 7 3600 600 86400 60\n@ IN NS ns\nns IN A 192.0.2.7\n",
