@@ -235,14 +235,7 @@ impl Handler {
         max_size: u16,
         out: &mut Vec<u8>,
     ) -> Handled {
-        let answer = Answer {
-            rcode,
-            authoritative: false,
-            answers: Vec::new(),
-            authorities: Vec::new(),
-            additionals: Vec::new(),
-            required_additionals: 0,
-        };
+        let answer = Answer::rcode_only(rcode);
         let len = response::encode(req, &answer, max_size, &self.opts, out);
         Handled::encoded(len, Some(req.query.query_type()), rcode)
     }

@@ -35,6 +35,20 @@ pub struct Answer<'z> {
     pub required_additionals: usize,
 }
 
+impl Answer<'_> {
+    /// An empty, non-authoritative answer carrying only `rcode` (error responses).
+    pub fn rcode_only(rcode: ResponseCode) -> Self {
+        Answer {
+            rcode,
+            authoritative: false,
+            answers: Vec::new(),
+            authorities: Vec::new(),
+            additionals: Vec::new(),
+            required_additionals: 0,
+        }
+    }
+}
+
 /// What the answer logic decided from zone data; `wire::response` turns it into bytes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ZoneAnswer<'z> {

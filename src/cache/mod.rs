@@ -1038,14 +1038,7 @@ fn write_rcode(
     opts: &EncodeOptions,
     out: &mut Vec<u8>,
 ) -> usize {
-    let answer = Answer {
-        rcode,
-        authoritative: false,
-        answers: Vec::new(),
-        authorities: Vec::new(),
-        additionals: Vec::new(),
-        required_additionals: 0,
-    };
+    let answer = Answer::rcode_only(rcode);
     let len = response::encode(req, &answer, max_size, opts, out);
     entry::set_recursion_available(out);
     len
