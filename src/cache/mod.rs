@@ -567,27 +567,23 @@ impl Resolver {
                 out,
             ));
         }
-        let Ok(pending) = Arc::clone(&inner.pending).try_acquire_owned() else {
-            inner.stats.pending_limited.fetch_add(1, Ordering::Relaxed);
+        // Over a limit: SERVFAIL at once, counted under the limit that shed it.
+        let shed = |limit: &AtomicU64, out: &mut Vec<u8>| {
+            limit.fetch_add(1, Ordering::Relaxed);
             inner.stats.servfail.fetch_add(1, Ordering::Relaxed);
-            return Start::Answered(write_rcode(
+            Start::Answered(write_rcode(
                 &req,
                 ResponseCode::ServFail,
                 max_size,
                 opts,
                 out,
-            ));
+            ))
+        };
+        let Ok(pending) = Arc::clone(&inner.pending).try_acquire_owned() else {
+            return shed(&inner.stats.pending_limited, out);
         };
         let Some(client) = ClientSlot::take(inner, peer.ip()) else {
-            inner.stats.client_limited.fetch_add(1, Ordering::Relaxed);
-            inner.stats.servfail.fetch_add(1, Ordering::Relaxed);
-            return Start::Answered(write_rcode(
-                &req,
-                ResponseCode::ServFail,
-                max_size,
-                opts,
-                out,
-            ));
+            return shed(&inner.stats.client_limited, out);
         };
         Start::Recurse(Box::new(Recursion {
             inner: Arc::clone(inner),
