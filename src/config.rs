@@ -63,6 +63,25 @@ pub struct Config {
     pub recursion: crate::cache::ResolverConfig,
     /// `/metrics` and `/health` HTTP endpoint.
     pub metrics: crate::metrics::MetricsConfig,
+    /// The zone store (`data_dir/muninn.redb`).
+    pub store: StoreConfig,
+}
+
+/// `[store]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Bytes of the store's page cache (redb). Reads and imports are faster with more; it
+    /// counts in the server's resident memory. Default: 33554432 (32 MiB).
+    pub cache_size: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> StoreConfig {
+        StoreConfig {
+            cache_size: 32 << 20,
+        }
+    }
 }
 
 /// `[server]`
@@ -208,6 +227,7 @@ impl Default for Config {
             log: LogConfig::default(),
             recursion: crate::cache::ResolverConfig::default(),
             metrics: crate::metrics::MetricsConfig::default(),
+            store: StoreConfig::default(),
         }
     }
 }

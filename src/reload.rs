@@ -263,6 +263,7 @@ impl ZoneLoader {
             &config.data_dir,
             StoreOptions {
                 writer_priority: config.runtime.heavy_priority(),
+                cache_bytes: config.store.cache_size,
                 ..StoreOptions::default()
             },
         )?;

@@ -158,7 +158,7 @@ impl Default for StoreOptions {
     fn default() -> StoreOptions {
         StoreOptions {
             event_capacity: 1024,
-            cache_bytes: 128 << 20,
+            cache_bytes: crate::config::StoreConfig::default().cache_size,
             writer_priority: crate::config::RuntimeConfig::default().heavy_priority(),
         }
     }
