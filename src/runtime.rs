@@ -30,6 +30,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{Config, ConfigError, LogConfig, LogFormat, Overrides, RuntimeConfig};
 use crate::handler::Handler;
+use crate::jobs::{JobSettings, Jobs};
 use crate::metrics::{self, Metrics};
 use crate::reload::{LoadReport, ReloadError, ZoneLoader, log_report};
 use crate::zone::ZoneSet;
@@ -226,6 +227,20 @@ async fn run(
         }
     };
     log_report("zone load", &report);
+
+    // Background jobs on the store (purges): the admin API starts them through a clone.
+    let _jobs = loader.lock().await.store().cloned().map(|store| {
+        metrics.set_store(store.clone());
+        let jobs = Jobs::new(
+            store,
+            heavy.clone(),
+            root.child_token(),
+            tracker.clone(),
+            JobSettings::from_config(&config.store),
+        );
+        metrics.set_purge_jobs(jobs.clone());
+        jobs
+    });
 
     let mut handler = Handler::new(Arc::clone(&zones), config.limits.max_udp_payload)
         .with_query_log(config.log.query_log());

@@ -935,3 +935,54 @@ fn kill_9_during_db_purge_leaves_a_consistent_store_and_a_rerun_finishes() {
         "the purge was rarely killed while running"
     );
 }
+
+#[test]
+fn metrics_show_store_and_purge_figures() {
+    let dir = TempDir::new("purge-metrics");
+    let store = open(&dir.path().join("data"));
+    create_zone(&store, dir.path(), "m.test.", Managed::Store);
+    add_records(&store, "m.test.", "", 900, 100);
+    let published_before = store
+        .stats()
+        .published
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let metrics = muninn::metrics::Metrics::new(Arc::new(ArcSwap::from_pointee(ZoneSet::new())));
+    let h = Harness::new(&store, settings(300));
+    metrics.set_store(store.clone());
+    metrics.set_purge_jobs(h.jobs.clone());
+    let s = h.run(PurgeSpec::tag(TAG));
+    assert_eq!((s.state, s.deleted, s.batches), (JobState::Done, 900, 3));
+    let cancelled = {
+        let h2 = Harness::new(&store, settings(300));
+        metrics.set_purge_jobs(h2.jobs.clone()); // set once: ignored
+        h2.token.cancel();
+        h2.jobs.start_purge(PurgeSpec::tag(TAG)).is_err()
+    };
+    assert!(cancelled);
+
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &metrics.registry()).unwrap();
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{series} not in\n{text}"))
+    };
+    assert_eq!(value("muninn_purge_records_deleted_total"), 900.0);
+    assert_eq!(value("muninn_purge_batches_total"), 3.0);
+    assert_eq!(value("muninn_purge_jobs_running"), 0.0);
+    assert_eq!(value("muninn_purge_jobs_total{state=\"done\"}"), 1.0);
+    assert_eq!(value("muninn_purge_jobs_total{state=\"failed\"}"), 0.0);
+    assert_eq!(
+        value("muninn_store_events_published_total"),
+        published_before as f64 + 3.0
+    );
+    let size = fs::metadata(store.path()).unwrap().len() as f64;
+    assert_eq!(value("muninn_store_file_bytes"), size);
+    assert!(value("muninn_store_events_retained_bytes") > 0.0);
+    assert_eq!(value("muninn_store_stream_resyncs_total"), 0.0);
+    assert_eq!(value("muninn_store_stream_skipped_events_total"), 0.0);
+    assert_eq!(
+        value("muninn_store_changes_seen_total{kind=\"update\"}"),
+        0.0
+    );
+}
