@@ -444,10 +444,7 @@ pub(super) fn purge_batch_txn(
 }
 
 /// Publishes the change events of a committed purge batch, in zone order.
-pub(super) fn publish_batch(
-    publisher: &mut super::stream::Publisher,
-    changes: Vec<ZoneChange>,
-) {
+pub(super) fn publish_batch(publisher: &mut super::stream::Publisher, changes: Vec<ZoneChange>) {
     for (zone, seq, entry) in changes {
         publisher.publish(Arc::new(ChangeEvent {
             zone,
