@@ -1,10 +1,17 @@
-//! Command line: `muninn serve`, `muninn check-zone`, `muninn check-config`, `muninn db`.
+//! Command line: `muninn serve`, `muninn check-zone`, `muninn check-config`, `muninn db`,
+//! `muninn records` (a client of the running server's admin API).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use std::time::Duration;
+
 use clap::{Args, Parser, Subcommand};
+
+use crate::admin::Token;
+use crate::admin::client::Client;
+use crate::admin::types::{AddRequest, ChangeReply, DeleteRequest, RecordInput, RecordList};
 
 use crate::config::{Config, Overrides, origin_from_file_name, parse_zone_name};
 use crate::store::{Import, Managed, Source, Store, StoreOptions};
@@ -36,6 +43,12 @@ pub enum Command {
     /// it open, so they fail with a clear message while `muninn serve` is running on the
     /// same data directory: stop the server first.
     Db(DbArgs),
+    /// List, add and delete records of a running server's zones, and purge records by tag,
+    /// through its admin API (`[admin]` in the server's config).
+    ///
+    /// The server and token default to the `[admin]` section of the config file given with
+    /// --config. Exits 1 with the server's message when a request is refused.
+    Records(RecordsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -110,6 +123,100 @@ pub struct DbStressArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct RecordsArgs {
+    #[command(subcommand)]
+    pub command: RecordsCommand,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// How to reach the admin API.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// Admin API URL, e.g. http://127.0.0.1:9154. Default: the config's [admin] listen.
+    #[arg(long, value_name = "URL", global = true)]
+    pub server: Option<String>,
+    /// File holding the bearer token. Default: the config's admin.token_file.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub token_file: Option<PathBuf>,
+    /// The server's configuration file, for the defaults of --server and --token-file.
+    #[arg(short, long, value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+    /// Seconds to wait for each reply of the server.
+    #[arg(long, value_name = "SECS", default_value_t = 60, global = true)]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RecordsCommand {
+    /// Add a record (one transaction; the zone's SOA serial goes up by one).
+    ///
+    /// Example: muninn records add example.test. www 300 A 192.0.2.1 --tag env=prod
+    Add(RecordsAddArgs),
+    /// Delete every record at NAME, or those of TYPE there, or the one record with DATA.
+    ///
+    /// Example: muninn records delete example.test. www A 192.0.2.1
+    Delete(RecordsDeleteArgs),
+    /// List a zone's records (as zone-file lines, tags in a comment).
+    List(RecordsListArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RecordsAddArgs {
+    /// The zone (a store-managed zone the server serves).
+    #[arg(value_name = "ZONE")]
+    pub zone: String,
+    /// Owner: relative to the zone (www), absolute (www.example.test.) or @.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    #[arg(value_name = "TTL")]
+    pub ttl: u32,
+    /// Record type (A, AAAA, MX, TXT, ..., or TYPEn).
+    #[arg(value_name = "TYPE")]
+    pub rtype: String,
+    /// RDATA as in a zone file (names relative to the zone are allowed; quote TXT strings).
+    #[arg(value_name = "DATA", required = true, num_args = 1..)]
+    pub data: Vec<String>,
+    /// A key=value tag; repeat for several.
+    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    pub tags: Vec<String>,
+    /// Replace the RRset (NAME, TYPE) instead of adding to it.
+    #[arg(long)]
+    pub replace: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RecordsDeleteArgs {
+    #[arg(value_name = "ZONE")]
+    pub zone: String,
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    #[arg(value_name = "TYPE")]
+    pub rtype: Option<String>,
+    /// RDATA of the one record to delete (needs TYPE).
+    #[arg(value_name = "DATA", requires = "rtype")]
+    pub data: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RecordsListArgs {
+    #[arg(value_name = "ZONE")]
+    pub zone: String,
+    /// Only records at this owner name.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Only records of this type.
+    #[arg(long = "type", value_name = "TYPE")]
+    pub rtype: Option<String>,
+    /// Only records with this key=value tag.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub tag: Option<String>,
+    /// Print the server's JSON reply instead of zone-file lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Configuration file (TOML). Without it, built-in defaults are used (see config.toml).
     #[arg(short, long, value_name = "FILE")]
@@ -177,7 +284,150 @@ pub fn run(cli: Cli) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Records(args) => match records_command(args) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("muninn: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
+}
+
+impl ClientArgs {
+    /// The client these flags (and the config file's `[admin]` section) describe.
+    fn client(&self) -> Result<Client, String> {
+        let config = match &self.config {
+            Some(path) => Config::load(path).map_err(|e| e.to_string())?,
+            None => Config::default(),
+        };
+        let token_file = match &self.token_file {
+            Some(f) => f.clone(),
+            None if !config.admin.token_file.as_os_str().is_empty() => {
+                config.admin.token_file.clone()
+            }
+            None => {
+                return Err(
+                    "no token: pass --token-file FILE, or --config FILE whose [admin] \
+                            section names a token_file"
+                        .into(),
+                );
+            }
+        };
+        let token = Token::read(&token_file).map_err(|e| {
+            // The messages name the config key; from the command line it was a flag.
+            let text = e.to_string();
+            match &self.token_file {
+                Some(_) => text.replacen("admin.token_file", "token file", 1),
+                None => text,
+            }
+        })?;
+        let server = match &self.server {
+            Some(url) => url.clone(),
+            None => {
+                let mut addr = config.admin.listen;
+                // A server listening on every address is reached on loopback.
+                if addr.ip().is_unspecified() {
+                    addr.set_ip(match addr {
+                        SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                        SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+                    });
+                }
+                format!("http://{addr}")
+            }
+        };
+        Client::new(&server, token, Duration::from_secs(self.timeout.max(1)))
+            .map_err(|e| e.to_string())
+    }
+}
+
+fn records_command(args: RecordsArgs) -> Result<ExitCode, String> {
+    let client = args.client.client()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))?;
+    rt.block_on(async move {
+        match args.command {
+            RecordsCommand::Add(a) => {
+                let req = AddRequest {
+                    records: vec![RecordInput {
+                        name: a.name,
+                        rtype: a.rtype,
+                        ttl: a.ttl,
+                        data: a.data.join(" "),
+                        tags: a.tags,
+                    }],
+                    replace: a.replace,
+                };
+                let reply = client.add(&a.zone, &req).await.map_err(|e| e.to_string())?;
+                print_change(&a.zone, &reply);
+            }
+            RecordsCommand::Delete(d) => {
+                let req = DeleteRequest {
+                    name: d.name,
+                    rtype: d.rtype,
+                    data: (!d.data.is_empty()).then(|| d.data.join(" ")),
+                };
+                let reply = client
+                    .delete(&d.zone, &req)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                print_change(&d.zone, &reply);
+            }
+            RecordsCommand::List(l) => {
+                let list = client
+                    .list(
+                        &l.zone,
+                        l.name.as_deref(),
+                        l.rtype.as_deref(),
+                        l.tag.as_deref(),
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                print_list(&list, l.json)?;
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn print_change(zone: &str, reply: &ChangeReply) {
+    println!(
+        "zone {zone}: serial {} -> {}, {} added, {} removed",
+        reply.old_serial, reply.new_serial, reply.added, reply.removed
+    );
+}
+
+fn print_list(list: &RecordList, json: bool) -> Result<(), String> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let result = if json {
+        serde_json::to_writer_pretty(&mut out, list)
+            .map_err(std::io::Error::other)
+            .and_then(|()| writeln!(out))
+    } else {
+        (|| {
+            writeln!(out, "; zone {} serial {}", list.zone, list.serial)?;
+            for r in &list.records {
+                write!(out, "{}\t{}\tIN\t{}\t{}", r.name, r.ttl, r.rtype, r.data)?;
+                if !r.tags.is_empty() {
+                    write!(out, "\t; {}", r.tags.join(" "))?;
+                }
+                writeln!(out)?;
+            }
+            Ok(())
+        })()
+    };
+    result.map_err(|e| format!("cannot write the list: {e}"))?;
+    if list.truncated {
+        eprintln!(
+            "muninn: only the first {} matching records are shown (admin.max_list_records); \
+             narrow the filter with --name, --type or --tag",
+            list.records.len()
+        );
+    }
+    Ok(())
 }
 
 impl DbLocation {

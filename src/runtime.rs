@@ -33,11 +33,11 @@ use crate::handler::Handler;
 use crate::metrics::{self, Metrics};
 use crate::reload::{LoadReport, ReloadError, ZoneLoader, log_report};
 use crate::zone::ZoneSet;
-use crate::{cache, notify, server};
+use crate::{admin, cache, notify, server};
 
 /// Prefix of latency worker thread names.
 pub const LATENCY_THREAD_PREFIX: &str = "muninn-lat-";
-/// Name of the thread serving the metrics endpoint.
+/// Name of the thread serving the metrics endpoint and the admin API.
 pub const ADMIN_THREAD_NAME: &str = "muninn-admin";
 /// Prefix of heavy-job thread names.
 pub const HEAVY_THREAD_PREFIX: &str = "muninn-heavy-";
@@ -57,6 +57,8 @@ pub enum ServeError {
     Resolver(cache::ResolverError),
     #[error("cannot listen: {0}")]
     Listen(std::io::Error),
+    #[error(transparent)]
+    Admin(#[from] admin::AdminError),
 }
 
 /// The latency runtime and the heavy-job runtime.
@@ -208,6 +210,22 @@ async fn run(
         .map_err(ServeError::Listen)?;
         info!(%addr, "metrics endpoint listening");
     }
+    // Bound before the zone load so that a taken port or a missing token fails at once; zone
+    // requests get 503 until the load has opened the store.
+    let admin_api = if config.admin.enabled {
+        let token = admin::Token::read(&config.admin.token_file)?;
+        let api = admin::Api::new(Arc::clone(&zones), heavy.clone(), token, &config.admin);
+        let addr = admin::spawn_admin_server(
+            rt.admin.handle(),
+            Arc::clone(&api),
+            root.child_token(),
+            &tracker,
+        )?;
+        info!(%addr, "admin API listening");
+        Some(api)
+    } else {
+        None
+    };
 
     // Startup load; SIGTERM/SIGINT meanwhile stops here, SIGHUP loads again afterwards
     // (a file may have changed after it was read).
@@ -226,6 +244,11 @@ async fn run(
         }
     };
     log_report("zone load", &report);
+    if let Some(api) = &admin_api
+        && let Some(store) = loader.lock().await.store()
+    {
+        api.set_store(store.clone());
+    }
 
     let mut handler = Handler::new(Arc::clone(&zones), config.limits.max_udp_payload)
         .with_query_log(config.log.query_log());
