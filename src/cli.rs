@@ -11,7 +11,9 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::admin::Token;
 use crate::admin::client::Client;
-use crate::admin::types::{AddRequest, ChangeReply, DeleteRequest, RecordInput, RecordList};
+use crate::admin::types::{
+    AddRequest, ChangeReply, DeleteRequest, PurgeRequest, RecordInput, RecordList,
+};
 
 use crate::config::{Config, Overrides, origin_from_file_name, parse_zone_name};
 use crate::store::{Import, Managed, Source, Store, StoreOptions};
@@ -159,6 +161,28 @@ pub enum RecordsCommand {
     Delete(RecordsDeleteArgs),
     /// List a zone's records (as zone-file lines, tags in a comment).
     List(RecordsListArgs),
+    /// Delete every record tagged KEY=VALUE (in one zone or all store-managed zones) as a
+    /// background job on the server, showing its progress until it ends.
+    ///
+    /// Records the purge must keep (a zone's SOA, the apex NS RRset it would empty) are
+    /// counted as kept. Exits 1 if the job fails or is cancelled.
+    Purge(RecordsPurgeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RecordsPurgeArgs {
+    /// The tag whose records go.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub tag: String,
+    /// Only in this zone.
+    #[arg(long, value_name = "ZONE")]
+    pub zone: Option<String>,
+    /// Only records of this type.
+    #[arg(long = "type", value_name = "TYPE")]
+    pub rtype: Option<String>,
+    /// Count what would be deleted; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -387,9 +411,111 @@ fn records_command(args: RecordsArgs) -> Result<ExitCode, String> {
                     .map_err(|e| e.to_string())?;
                 print_list(&list, l.json)?;
             }
+            RecordsCommand::Purge(p) => records_purge(&client, p).await?,
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Starts a purge job and follows it until it ends: a progress bar redrawn in place on a
+/// terminal, else one line per second while it changes; then a summary on stdout.
+async fn records_purge(client: &Client, args: RecordsPurgeArgs) -> Result<(), String> {
+    use crate::jobs::JobState;
+    use std::io::IsTerminal as _;
+    let req = PurgeRequest {
+        tag: args.tag,
+        zone: args.zone,
+        dry_run: args.dry_run,
+        rtype: args.rtype,
+        updated_before: None,
+    };
+    let first = client.purge(&req).await.map_err(|e| e.to_string())?;
+    let id = first.id;
+    let tty = std::io::stderr().is_terminal();
+    let started = std::time::Instant::now();
+    let mut printed: Option<(std::time::Instant, String)> = None;
+    let mut status = first;
+    loop {
+        let line = progress_line(&status);
+        if tty {
+            eprint!("\r{line}\x1b[K");
+        } else if printed.as_ref().is_none_or(|(at, last)| {
+            *last != line
+                && (at.elapsed() >= Duration::from_secs(1) || status.state != JobState::Running)
+        }) {
+            eprintln!("{line}");
+            printed = Some((std::time::Instant::now(), line));
+        }
+        if status.state != JobState::Running {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(if tty { 100 } else { 250 })).await;
+        status = client.job(id).await.map_err(|e| e.to_string())?;
+    }
+    if tty {
+        eprintln!();
+    }
+    let what = match &status.spec.zone {
+        Some(z) => format!("tag {} in zone {z}", status.spec.tag),
+        None => format!("tag {}", status.spec.tag),
+    };
+    let elapsed = started.elapsed().as_secs_f64();
+    match status.state {
+        JobState::Done if status.spec.dry_run => {
+            println!(
+                "purge job {id} ({what}, dry run): {} would be deleted, {} kept, {} processed, in {elapsed:.1} s",
+                status.would_delete, status.skipped, status.processed
+            );
+            Ok(())
+        }
+        JobState::Done => {
+            println!(
+                "purge job {id} ({what}): {} deleted, {} kept, {} processed, in {elapsed:.1} s",
+                status.deleted, status.skipped, status.processed
+            );
+            Ok(())
+        }
+        state => Err(format!(
+            "purge job {id} ({what}) {}: {}; {} deleted so far (committed batches stay deleted)",
+            state.as_str(),
+            status.error.as_deref().unwrap_or("no reason given"),
+            status.deleted
+        )),
+    }
+}
+
+/// `[#######-----] 58% 5800/10000 processed, 5800 deleted, 2900 records/s, ETA 1.4 s`
+fn progress_line(s: &crate::jobs::JobStatus) -> String {
+    const WIDTH: usize = 30;
+    let done = s.state != crate::jobs::JobState::Running;
+    let fraction = match (s.total, done) {
+        (0, true) => 1.0,
+        (0, false) => 0.0,
+        (total, _) => (s.processed as f64 / total as f64).clamp(0.0, 1.0),
+    };
+    let filled = ((fraction * WIDTH as f64).round() as usize).min(WIDTH);
+    let total = if s.total == 0 && !done {
+        "?".to_string()
+    } else {
+        s.total.to_string()
+    };
+    let (count, label) = if s.spec.dry_run {
+        (s.would_delete, "would go")
+    } else {
+        (s.deleted, "deleted")
+    };
+    let eta = match s.eta_secs {
+        Some(secs) => format!("{secs:.1} s"),
+        None => "?".into(),
+    };
+    format!(
+        "[{}{}] {:>3.0}% {}/{total} processed, {count} {label}, {:.0} records/s, ETA {eta}",
+        "#".repeat(filled),
+        "-".repeat(WIDTH - filled),
+        fraction * 100.0,
+        s.processed,
+        s.rate
+    )
 }
 
 fn print_change(zone: &str, reply: &ChangeReply) {

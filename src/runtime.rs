@@ -33,7 +33,7 @@ use crate::handler::Handler;
 use crate::metrics::{self, Metrics};
 use crate::reload::{LoadReport, ReloadError, ZoneLoader, log_report};
 use crate::zone::ZoneSet;
-use crate::{admin, cache, notify, server};
+use crate::{admin, cache, jobs, notify, server};
 
 /// Prefix of latency worker thread names.
 pub const LATENCY_THREAD_PREFIX: &str = "muninn-lat-";
@@ -248,6 +248,15 @@ async fn run(
         && let Some(store) = loader.lock().await.store()
     {
         api.set_store(store.clone());
+        // Purge jobs run on the heavy runtime, stop with the root token and are waited for
+        // by the root tracker like every other task.
+        api.set_jobs(jobs::Jobs::new(
+            store.clone(),
+            rt.heavy.handle().clone(),
+            root.clone(),
+            tracker.clone(),
+            jobs::JobSettings::from_config(&config.store),
+        ));
     }
 
     let mut handler = Handler::new(Arc::clone(&zones), config.limits.max_udp_payload)

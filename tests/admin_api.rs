@@ -1,7 +1,7 @@
 //! The admin HTTP API against the real binary over loopback: authentication, zone and
 //! record listing with filters, adds (served over DNS with the next serial), replaces and
 //! deletes, every kind of bad input refused with 400 and the zone unchanged, connection
-//! limits, and a server that refuses to start an unauthenticated API.
+//! and list limits, purge jobs, and a server that refuses to start an unauthenticated API.
 
 mod admin_harness;
 mod common;
@@ -357,8 +357,10 @@ fn bad_input_is_refused_and_changes_nothing() {
 }
 
 #[test]
-fn connections_are_bounded_and_idle_ones_closed() {
-    let server = AdminServer::start_with("max_connections = 1\nheader_timeout_ms = 500\n");
+fn limits_bound_connections_idle_clients_and_lists() {
+    let server = AdminServer::start_with(
+        "max_connections = 1\nheader_timeout_ms = 500\nmax_list_records = 3\n",
+    );
     // An idle connection holds the only slot: the next one is closed without a reply.
     let mut idle = TcpStream::connect(server.api).unwrap();
     std::thread::sleep(Duration::from_millis(100));
@@ -398,6 +400,16 @@ fn connections_are_bounded_and_idle_ones_closed() {
         assert!(Instant::now() < deadline, "slot never freed: {reply:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
+
+    // A list stops at max_list_records and says so.
+    let list = server.call("GET", RECORDS, None).json();
+    assert_eq!(list["records"].as_array().unwrap().len(), 3);
+    assert_eq!(list["truncated"], true);
+    let list = server
+        .call("GET", &format!("{RECORDS}?type=A"), None)
+        .json();
+    assert_eq!(list["records"].as_array().unwrap().len(), 2);
+    assert_eq!(list["truncated"], false);
 }
 
 /// Runs `muninn serve --config CONFIG` and expects it to exit with an error (killed if it
@@ -465,5 +477,150 @@ fn an_unauthenticated_api_is_never_served() {
     assert!(
         err.contains("admin.token_file") && err.contains("cannot read"),
         "{err}"
+    );
+}
+
+/// Polls a job until it is no longer running (20 s at most).
+fn finished_job(server: &AdminServer, id: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = server.call("GET", &format!("/v1/jobs/{id}"), None);
+        assert_eq!(r.status, 200, "{r:?}");
+        let job = r.json();
+        if job["state"] != "running" {
+            return job;
+        }
+        assert!(Instant::now() < deadline, "job {id} still running: {job}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn purge_jobs() {
+    let server = AdminServer::start();
+    let mut records: Vec<Value> = (0..30)
+        .map(|i| json!({"name": format!("old{i}"), "type": "A", "ttl": 300, "data": format!("192.0.2.{i}"), "tags": ["batch=old"]}))
+        .collect();
+    records.push(json!({"name": "keep", "type": "A", "ttl": 300, "data": "192.0.2.200", "tags": ["batch=keep"]}));
+    records.push(json!({"name": "both", "type": "TXT", "ttl": 300, "data": "\"x\"", "tags": ["batch=old", "pin=yes"]}));
+    let r = server.call(
+        "POST",
+        RECORDS,
+        Some(&json!({"records": records}).to_string()),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    server.wait_serial("example.test.", 11);
+
+    // Dry run: counts, changes nothing.
+    let r = server.call(
+        "POST",
+        "/v1/purges",
+        Some(r#"{"tag":"batch=old","dry_run":true}"#),
+    );
+    assert_eq!(r.status, 202, "{r:?}");
+    let job = r.json();
+    let id = job["id"].as_u64().unwrap();
+    assert_eq!(
+        r.header("location"),
+        Some(format!("/v1/jobs/{id}").as_str())
+    );
+    assert_eq!(job["kind"], "purge");
+    assert_eq!(job["spec"]["tag"], "batch=old");
+    assert_eq!(job["spec"]["dry_run"], true);
+    let job = finished_job(&server, id);
+    assert_eq!(job["state"], "done", "{job}");
+    assert_eq!(
+        (job["processed"].clone(), job["deleted"].clone()),
+        (json!(31), json!(0))
+    );
+    assert_eq!(job["error"], Value::Null);
+    assert_eq!(server.serial("example.test."), 11);
+    assert_eq!(listed(&server, "?tag=batch=old").len(), 31);
+
+    // The real purge, limited to the zone.
+    let r = server.call(
+        "POST",
+        "/v1/purges",
+        Some(r#"{"tag":"batch=old","zone":"example.test."}"#),
+    );
+    assert_eq!(r.status, 202, "{r:?}");
+    let id2 = r.json()["id"].as_u64().unwrap();
+    assert_ne!(id2, id);
+    let job = finished_job(&server, id2);
+    assert_eq!(job["state"], "done", "{job}");
+    assert_eq!(
+        (
+            job["processed"].clone(),
+            job["deleted"].clone(),
+            job["total"].clone()
+        ),
+        (json!(31), json!(31), json!(31))
+    );
+    assert!(job["finished"].as_u64().unwrap() >= job["started"].as_u64().unwrap());
+    assert!(listed(&server, "?tag=batch=old").is_empty());
+    assert_eq!(
+        listed(&server, "?tag=batch=keep"),
+        ["keep.example.test. A 192.0.2.200"]
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.answers("old7.example.test.", RecordType::A).0 != ResponseCode::NXDomain {
+        assert!(Instant::now() < deadline, "old7 still served");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(server.serial("example.test.") > 11);
+    assert_eq!(
+        server.answers("both.example.test.", RecordType::TXT).0,
+        ResponseCode::NXDomain
+    );
+    assert_eq!(
+        server.answers("keep.example.test.", RecordType::A).1,
+        ["300 192.0.2.200"]
+    );
+
+    let r = server.call("GET", "/v1/jobs", None);
+    assert_eq!(r.status, 200);
+    let ids: Vec<u64> = r
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, [id, id2]);
+    let r = server.call("GET", "/v1/jobs/999", None);
+    assert_eq!((r.status, r.error()), (404, "no job 999".to_string()));
+    let r = server.call("GET", "/v1/jobs/abc", None);
+    assert_eq!(
+        (r.status, r.error()),
+        (400, "bad job id \"abc\"".to_string())
+    );
+    assert_eq!(server.call("GET", "/v1/purges", None).status, 405);
+
+    // Refused purges start no job.
+    for (body, message) in [
+        (r#"{"tag":"nope"}"#, "bad tag \"nope\""),
+        (
+            r#"{"tag":"a=b","zone":"file.test."}"#,
+            "zone file.test. is managed by its zone file",
+        ),
+        (
+            r#"{"tag":"a=b","zone":"nope.test."}"#,
+            "zone nope.test. is not served here",
+        ),
+        (r#"{"tag":"a=b","dryrun":true}"#, "unknown field `dryrun`"),
+        (r#"{"zone":"example.test."}"#, "missing field `tag`"),
+    ] {
+        let r = server.call("POST", "/v1/purges", Some(body));
+        assert_eq!(r.status, 400, "{body}: {r:?}");
+        assert!(r.error().contains(message), "{body}: {:?}", r.error());
+    }
+    assert_eq!(
+        server
+            .call("GET", "/v1/jobs", None)
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        2
     );
 }

@@ -262,3 +262,68 @@ fn errors_carry_the_servers_message_and_exit_1() {
         .unwrap();
     assert!(failed(&out).contains("no token: pass --token-file FILE"));
 }
+
+#[test]
+fn purge_with_progress_then_dry_run_and_real() {
+    let server = AdminServer::start();
+    let config = Some(server.config.as_path());
+    let batch: Vec<serde_json::Value> = (0..50)
+        .map(|i| serde_json::json!({"name": format!("p{i}"), "type": "A", "ttl": 300, "data": format!("192.0.2.{i}"), "tags": ["env=old"]}))
+        .collect();
+    let r = server.call(
+        "POST",
+        "/v1/zones/example.test./records",
+        Some(&serde_json::json!({"records": batch}).to_string()),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    server.wait_serial("example.test.", 11);
+
+    let out = records(&["purge", "--tag", "env=old", "--dry-run"], config);
+    let stdout = ok(&out);
+    assert!(
+        stdout.starts_with(
+            "purge job 1 (tag env=old, dry run): 50 would be deleted, 0 kept, 50 processed, in "
+        ),
+        "{stdout}"
+    );
+    // Not a terminal: progress lines, the last one complete.
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("[##############################] 100% 50/50 processed, 50 would go, "),
+        "{stderr}"
+    );
+    assert_eq!(server.serial("example.test."), 11);
+
+    let out = records(
+        &["purge", "--tag", "env=old", "--zone", "example.test."],
+        config,
+    );
+    let stdout = ok(&out);
+    assert!(
+        stdout.starts_with(
+            "purge job 2 (tag env=old in zone example.test.): 50 deleted, 0 kept, 50 processed, in "
+        ),
+        "{stdout}"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while server.answers("p49.example.test.", RecordType::A).0 != ResponseCode::NXDomain {
+        assert!(std::time::Instant::now() < deadline, "p49 still served");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(
+        server.answers("www.example.test.", RecordType::A).1,
+        ["300 192.0.2.1"]
+    );
+
+    let err = failed(&records(&["purge", "--tag", "nokey"], config));
+    assert_eq!(
+        err,
+        "muninn: bad tag \"nokey\": expected key=value (key: letters, digits, - _ .; value: no spaces) (HTTP 400)\n"
+    );
+    let err = failed(&records(
+        &["purge", "--tag", "a=b", "--zone", "file.test."],
+        config,
+    ));
+    assert!(err.contains("managed by its zone file"), "{err}");
+}

@@ -15,7 +15,10 @@ use serde::de::DeserializeOwned;
 use tokio::net::TcpStream;
 
 use super::Token;
-use super::types::{AddRequest, ChangeReply, DeleteRequest, ErrorReply, RecordList, ZoneInfo};
+use super::types::{
+    AddRequest, ChangeReply, DeleteRequest, ErrorReply, PurgeRequest, RecordList, ZoneInfo,
+};
+use crate::jobs::JobStatus;
 
 /// Largest reply body read (a list is bounded by the server's `admin.max_list_records`).
 const MAX_REPLY_BYTES: usize = 256 << 20;
@@ -193,6 +196,22 @@ impl Client {
     ) -> Result<ChangeReply, ClientError> {
         self.call(Method::DELETE, &records_path(zone), Some(req))
             .await
+    }
+}
+
+impl Client {
+    /// Starts a purge job; returns its first status.
+    pub async fn purge(&self, req: &PurgeRequest) -> Result<JobStatus, ClientError> {
+        self.call(Method::POST, "/v1/purges", Some(req)).await
+    }
+
+    pub async fn job(&self, id: u64) -> Result<JobStatus, ClientError> {
+        self.call(Method::GET, &format!("/v1/jobs/{id}"), None::<&()>)
+            .await
+    }
+
+    pub async fn jobs(&self) -> Result<Vec<JobStatus>, ClientError> {
+        self.call(Method::GET, "/v1/jobs", None::<&()>).await
     }
 }
 

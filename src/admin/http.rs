@@ -14,6 +14,8 @@
 //! | `GET /v1/zones/{zone}/records[?name=&type=&tag=k=v]` | records with TTL, data, tags, times, source |
 //! | `POST /v1/zones/{zone}/records` | add (or replace RRsets) in one transaction |
 //! | `DELETE /v1/zones/{zone}/records` | delete by name, name+type or one record |
+//! | `POST /v1/purges` | start a purge job (records tagged `k=v`): 202 and its status |
+//! | `GET /v1/jobs`, `GET /v1/jobs/{id}` | job statuses with progress |
 
 use std::convert::Infallible;
 use std::io;
@@ -40,9 +42,10 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::records::{self, BadRequest, ListFilter};
-use super::types::{AddRequest, DeleteRequest, ErrorReply, RecordList};
+use super::types::{AddRequest, DeleteRequest, ErrorReply, PurgeRequest, RecordList};
 use super::{AdminConfig, AdminError, Token};
 use crate::config::parse_zone_name;
+use crate::jobs::{JobError, Jobs, PurgeSpec};
 use crate::store::{Change, Store, StoreError, parse_owner, schema};
 use crate::zone::ZoneSet;
 
@@ -69,6 +72,19 @@ impl ApiError {
 impl From<BadRequest> for ApiError {
     fn from(e: BadRequest) -> ApiError {
         ApiError::bad(e.0)
+    }
+}
+
+impl From<JobError> for ApiError {
+    fn from(e: JobError) -> ApiError {
+        match e {
+            JobError::Store(e) => ApiError::from(e),
+            JobError::TooMany { .. } => ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string()),
+            JobError::ShuttingDown => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            // A malformed spec (and whatever else the job engine refuses up front).
+            #[allow(unreachable_patterns)]
+            e => ApiError::bad(e.to_string()),
+        }
     }
 }
 
@@ -109,6 +125,7 @@ pub struct Api {
     token: Token,
     config: AdminConfig,
     store: OnceLock<Store>,
+    jobs: OnceLock<Jobs>,
 }
 
 impl std::fmt::Debug for Api {
@@ -134,6 +151,21 @@ impl Api {
             token,
             config: config.clone(),
             store: OnceLock::new(),
+            jobs: OnceLock::new(),
+        })
+    }
+
+    /// Makes the job registry available (until then, job requests get 503).
+    pub fn set_jobs(&self, jobs: Jobs) {
+        let _ = self.jobs.set(jobs);
+    }
+
+    fn jobs(&self) -> Result<&Jobs, ApiError> {
+        self.jobs.get().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "zones are still loading; try again shortly",
+            )
         })
     }
 
@@ -277,8 +309,70 @@ impl Api {
                     _ => Err(not_allowed("GET, POST, DELETE")),
                 }
             }
+            ["purges"] => match method {
+                Method::POST => {
+                    let body: PurgeRequest = self.read_json(req).await?;
+                    self.purge(body)
+                }
+                _ => Err(not_allowed("POST")),
+            },
+            ["jobs"] => match method {
+                Method::GET => Ok(json(StatusCode::OK, &self.jobs()?.list())),
+                _ => Err(not_allowed("GET")),
+            },
+            ["jobs", id] => match method {
+                Method::GET => {
+                    let id: u64 = id
+                        .parse()
+                        .map_err(|_| ApiError::bad(format!("bad job id {id:?}")))?;
+                    let status = self.jobs()?.get(id).ok_or_else(|| {
+                        ApiError::new(StatusCode::NOT_FOUND, format!("no job {id}"))
+                    })?;
+                    Ok(json(StatusCode::OK, &status))
+                }
+                _ => Err(not_allowed("GET")),
+            },
             _ => Err(not_found()),
         }
+    }
+
+    /// Starts a purge job: 202 with its first status and `Location: /v1/jobs/{id}`.
+    fn purge(&self, req: PurgeRequest) -> Result<Reply, ApiError> {
+        let jobs = self.jobs()?;
+        if let Some(zone) = &req.zone {
+            self.served_zone(zone)?;
+        }
+        // Through JSON: every field the request names must reach the job engine unchanged
+        // (a dropped `dry_run` would turn a count into a real purge).
+        let wanted = serde_json::to_value(&req)
+            .map_err(|e| ApiError::bad(format!("bad purge request: {e}")))?;
+        let spec: PurgeSpec = serde_json::from_value(wanted.clone())
+            .map_err(|e| ApiError::bad(format!("bad purge request: {e}")))?;
+        let got = serde_json::to_value(&spec).unwrap_or_default();
+        if let Some(fields) = wanted.as_object() {
+            for (key, value) in fields {
+                if got.get(key).unwrap_or(&serde_json::Value::Null) != value {
+                    return Err(ApiError::bad(format!(
+                        "purge field {key:?} is not supported by this server"
+                    )));
+                }
+            }
+        }
+        let status = jobs.start_purge(spec)?;
+        info!(
+            job = status.id,
+            tag = %req.tag,
+            zone = req.zone.as_deref().unwrap_or("*"),
+            dry_run = req.dry_run,
+            "admin API: purge started"
+        );
+        let mut reply = json(StatusCode::ACCEPTED, &status);
+        if let Ok(location) = HeaderValue::from_str(&format!("/v1/jobs/{}", status.id)) {
+            reply
+                .headers_mut()
+                .insert(hyper::header::LOCATION, location);
+        }
+        Ok(reply)
     }
 
     async fn zones_list(&self) -> Result<Reply, ApiError> {

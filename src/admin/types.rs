@@ -100,3 +100,22 @@ pub struct RecordList {
     /// More records matched than `admin.max_list_records`; narrow the filter.
     pub truncated: bool,
 }
+
+/// `POST /v1/purges`: delete every record tagged `tag` (`key=value`), in one zone or in
+/// every store-managed zone, optionally only of one type or last updated before a time,
+/// in batches, as a background job. A dry run only counts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PurgeRequest {
+    pub tag: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Only records of this type (mnemonic or `TYPEn`).
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub rtype: Option<String>,
+    /// Only records last updated before this time (seconds since the Unix epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_before: Option<u64>,
+}
