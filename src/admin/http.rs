@@ -54,6 +54,8 @@ use crate::zone::ZoneSet;
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
+    /// For 405: the methods the path allows (the `Allow` header, RFC 9110 §15.5.6).
+    pub allow: Option<&'static str>,
 }
 
 impl ApiError {
@@ -61,6 +63,17 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            allow: None,
+        }
+    }
+
+    fn not_allowed(method: &Method, allow: &'static str) -> ApiError {
+        ApiError {
+            allow: Some(allow),
+            ..ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("method {method} not allowed; allowed: {allow}"),
+            )
         }
     }
 
@@ -82,7 +95,6 @@ impl From<JobError> for ApiError {
             JobError::TooMany { .. } => ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string()),
             JobError::ShuttingDown => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
             // A malformed spec (and whatever else the job engine refuses up front).
-            #[allow(unreachable_patterns)]
             e => ApiError::bad(e.to_string()),
         }
     }
@@ -231,13 +243,10 @@ impl Api {
                     warn!(%method, status = e.status.as_u16(), "admin API: {}", e.message);
                 }
                 let mut reply = error_reply(&e);
-                if e.status == StatusCode::METHOD_NOT_ALLOWED
-                    && let Ok(allow) = HeaderValue::from_str(&e.message)
-                {
-                    *reply.body_mut() = json_body(&ErrorReply {
-                        error: format!("method {method} not allowed; allowed: {}", e.message),
-                    });
-                    reply.headers_mut().insert(ALLOW, allow);
+                if let Some(allow) = e.allow {
+                    reply
+                        .headers_mut()
+                        .insert(ALLOW, HeaderValue::from_static(allow));
                 }
                 reply
             }
@@ -286,7 +295,7 @@ impl Api {
         match segments.as_slice() {
             ["zones"] => match method {
                 Method::GET => self.zones_list().await,
-                _ => Err(not_allowed("GET")),
+                _ => Err(ApiError::not_allowed(&method, "GET")),
             },
             ["zones", zone, "records"] => {
                 let origin = self.served_zone(zone)?;
@@ -306,7 +315,7 @@ impl Api {
                         let change = records::delete_change(&origin, &body)?;
                         self.apply(origin, change, false, "delete").await
                     }
-                    _ => Err(not_allowed("GET, POST, DELETE")),
+                    _ => Err(ApiError::not_allowed(&method, "GET, POST, DELETE")),
                 }
             }
             ["purges"] => match method {
@@ -314,11 +323,11 @@ impl Api {
                     let body: PurgeRequest = self.read_json(req).await?;
                     self.purge(body)
                 }
-                _ => Err(not_allowed("POST")),
+                _ => Err(ApiError::not_allowed(&method, "POST")),
             },
             ["jobs"] => match method {
                 Method::GET => Ok(json(StatusCode::OK, &self.jobs()?.list())),
-                _ => Err(not_allowed("GET")),
+                _ => Err(ApiError::not_allowed(&method, "GET")),
             },
             ["jobs", id] => match method {
                 Method::GET => {
@@ -330,7 +339,7 @@ impl Api {
                     })?;
                     Ok(json(StatusCode::OK, &status))
                 }
-                _ => Err(not_allowed("GET")),
+                _ => Err(ApiError::not_allowed(&method, "GET")),
             },
             _ => Err(not_found()),
         }
@@ -482,10 +491,6 @@ impl Api {
         };
         serde_json::from_slice(&bytes).map_err(|e| ApiError::bad(format!("bad JSON body: {e}")))
     }
-}
-
-fn not_allowed(allow: &'static str) -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, allow)
 }
 
 /// `%XX` escapes decoded (RFC 3986 §2.1); None for a malformed escape or non-UTF-8 result.
