@@ -214,6 +214,12 @@ async fn run(
     // requests get 503 until the load has opened the store.
     let admin_api = if config.admin.enabled {
         let token = admin::Token::read(&config.admin.token_file)?;
+        if admin::token_file_exposed(&config.admin.token_file) {
+            warn!(
+                file = %config.admin.token_file.display(),
+                "admin.token_file can be read by other users; it grants write access (chmod 600)"
+            );
+        }
         let api = admin::Api::new(Arc::clone(&zones), heavy.clone(), token, &config.admin);
         let addr = admin::spawn_admin_server(
             rt.admin.handle(),

@@ -162,8 +162,10 @@ impl Token {
         if bytes.is_empty() {
             return Err(TokenError::Empty);
         }
-        let body_len = bytes.len() - bytes.iter().rev().take_while(|&&b| b == b'=').count();
-        let (body, _) = bytes.split_at(body_len);
+        let padding = bytes.iter().rev().take_while(|&&b| b == b'=').count();
+        let body = bytes
+            .get(..bytes.len().saturating_sub(padding))
+            .unwrap_or_default();
         if body.is_empty()
             || !body
                 .iter()
@@ -189,6 +191,13 @@ impl Token {
         }
         std::hint::black_box(diff) == 0
     }
+}
+
+/// True when the token file can be read by users other than its owner (group or others
+/// have any permission on it): worth a warning, since the token grants write access.
+pub fn token_file_exposed(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0)
 }
 
 /// Why a token is unusable.
@@ -241,6 +250,11 @@ mod tests {
         let f = dir.join("token");
         std::fs::write(&f, "  abc123\n").unwrap();
         assert!(Token::read(&f).unwrap().matches(b"abc123"));
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(!token_file_exposed(&f));
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(token_file_exposed(&f));
         std::fs::write(&f, "\n").unwrap();
         assert!(matches!(Token::read(&f), Err(AdminError::EmptyToken(_))));
         std::fs::write(&f, "a\tb").unwrap();
