@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use std::io::Write as _;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -71,6 +72,14 @@ pub enum DbCommand {
     /// Load a zone file into the store as a store-managed zone (replacing the zone's
     /// records if it is already there).
     Import(DbImportArgs),
+    /// Delete every record tagged KEY=VALUE (optionally only in one zone, of one type or
+    /// last updated before a time) in atomic batches of `[store] purge_batch_size`.
+    ///
+    /// Progress goes to standard error, the final counts to standard output. The SOA and
+    /// an apex NS RRset the purge would empty are kept (counted as skipped); file-managed
+    /// zones are refused. Interrupted, it leaves the store consistent: run it again to
+    /// finish. While `muninn serve` runs, use the server's purge API instead.
+    Purge(DbPurgeArgs),
     /// Test helper: applies ROUNDS change transactions to a store-managed zone, printing
     /// `committed SERIAL RECORDS` after each (used by the crash test).
     #[command(hide = true)]
@@ -108,6 +117,30 @@ pub struct DbImportArgs {
     /// The zone's origin; defaults to NAME for a file named NAME.zone.
     #[arg(long, value_name = "NAME")]
     pub origin: Option<String>,
+    #[command(flatten)]
+    pub location: DbLocation,
+}
+
+#[derive(Debug, Args)]
+pub struct DbPurgeArgs {
+    /// The tag whose records to delete.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub tag: String,
+    /// Only this zone (it must be store-managed).
+    #[arg(long, value_name = "NAME")]
+    pub zone: Option<String>,
+    /// Only records of this type.
+    #[arg(long = "type", value_name = "TYPE")]
+    pub rtype: Option<String>,
+    /// Only records last updated before this time (seconds since the Unix epoch).
+    #[arg(long, value_name = "UNIX_TIME")]
+    pub updated_before: Option<u64>,
+    /// Count what would be deleted; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Records per write transaction (default: `[store] purge_batch_size`).
+    #[arg(long, value_name = "N")]
+    pub batch_size: Option<usize>,
     #[command(flatten)]
     pub location: DbLocation,
 }
@@ -561,11 +594,14 @@ impl DbLocation {
         if let Some(dir) = &self.data_dir {
             return Ok(dir.clone());
         }
+        self.config().map(|c| c.data_dir)
+    }
+
+    /// The config file's settings, else the defaults.
+    fn config(&self) -> Result<Config, String> {
         match &self.config {
-            Some(path) => Config::load(path)
-                .map(|c| c.data_dir)
-                .map_err(|e| e.to_string()),
-            None => Ok(Config::default().data_dir),
+            Some(path) => Config::load(path).map_err(|e| e.to_string()),
+            None => Ok(Config::default()),
         }
     }
 
@@ -644,6 +680,114 @@ fn db_command(command: DbCommand) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         DbCommand::Stress(args) => stress(args),
+        DbCommand::Purge(args) => purge(args),
+    }
+}
+
+/// `muninn db purge`: the server's purge engine ([`crate::jobs`]) on a store this process
+/// holds, on a small runtime of its own.
+fn purge(args: DbPurgeArgs) -> Result<ExitCode, String> {
+    use crate::jobs::{JobSettings, JobState, Jobs, PurgeSpec};
+    use std::time::Duration;
+    let config = args.location.config()?;
+    let mut settings = JobSettings::from_config(&config.store);
+    if let Some(n) = args.batch_size {
+        if !(1..=crate::config::MAX_PURGE_BATCH).contains(&n) {
+            return Err(format!(
+                "--batch-size {n} is outside 1..={}",
+                crate::config::MAX_PURGE_BATCH
+            ));
+        }
+        settings.purge_batch_size = n;
+    }
+    let spec = PurgeSpec {
+        tag: args.tag.clone(),
+        zone: args.zone.clone(),
+        dry_run: args.dry_run,
+        rtype: args.rtype.clone(),
+        updated_before: args.updated_before,
+    };
+    // Syntax errors before the store is opened.
+    spec.filter().map_err(|e| e.to_string())?;
+    let store = args.location.open()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("muninn-purge")
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))?;
+    let token = tokio_util::sync::CancellationToken::new();
+    let tracker = tokio_util::task::TaskTracker::new();
+    let jobs = Jobs::new(
+        store,
+        rt.handle().clone(),
+        token.clone(),
+        tracker.clone(),
+        settings,
+    );
+    let started = jobs.start_purge(spec).map_err(|e| e.to_string())?;
+    let mut stderr = std::io::stderr().lock();
+    let status = loop {
+        std::thread::sleep(Duration::from_millis(250));
+        let Some(s) = jobs.get(started.id) else {
+            return Err("the purge job vanished".into());
+        };
+        if s.state != JobState::Running {
+            break s;
+        }
+        let pct = if s.total > 0 {
+            s.processed as f64 * 100.0 / s.total as f64
+        } else {
+            0.0
+        };
+        let eta = s
+            .eta_secs
+            .map_or_else(|| "?".to_string(), |e| format!("{e:.1}s"));
+        let _ = writeln!(
+            stderr,
+            "purge: {}/{} processed ({pct:.1}%), {} deleted, {} skipped, {:.0} records/s, ETA {eta}",
+            s.processed,
+            s.total,
+            if args.dry_run {
+                s.would_delete
+            } else {
+                s.deleted
+            },
+            s.skipped,
+            s.rate
+        );
+    };
+    drop(stderr);
+    tracker.close();
+    rt.block_on(tracker.wait());
+    rt.shutdown_timeout(Duration::from_secs(1));
+    let mut out = std::io::stdout().lock();
+    if args.dry_run {
+        let _ = writeln!(
+            out,
+            "dry run, tag {}: {} records would be deleted, {} skipped, {} processed of {}; nothing changed",
+            status.spec.tag, status.would_delete, status.skipped, status.processed, status.total
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "purged tag {}: {} deleted, {} skipped, {} processed of {}, in {:.1}s ({:.0} records/s)",
+            status.spec.tag,
+            status.deleted,
+            status.skipped,
+            status.processed,
+            status.total,
+            status.elapsed_secs,
+            status.rate
+        );
+    }
+    for s in &status.skipped_by {
+        let _ = writeln!(out, "skipped {} in {}: {}", s.count, s.zone, s.reason);
+    }
+    match (status.state, status.error) {
+        (JobState::Done, _) => Ok(ExitCode::SUCCESS),
+        (_, Some(e)) => Err(format!("purge failed: {e}")),
+        (state, None) => Err(format!("purge {}", state.as_str())),
     }
 }
 
@@ -652,7 +796,6 @@ fn db_command(command: DbCommand) -> Result<ExitCode, String> {
 fn stress(args: DbStressArgs) -> Result<ExitCode, String> {
     use crate::store::{Change, NewRecord, RecordFilter};
     use hickory_proto::rr::{RData, rdata::A};
-    use std::io::Write as _;
     let origin = zone_name(&args.zone)?;
     let store = args.location.open()?;
     let mut stdout = std::io::stdout().lock();

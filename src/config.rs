@@ -76,12 +76,30 @@ pub struct StoreConfig {
     /// Bytes of the store's page cache (redb). Reads and imports are faster with more; it
     /// counts in the server's resident memory. Default: 33554432 (32 MiB).
     pub cache_size: usize,
+    /// Records a bulk purge deletes per write transaction (each batch is atomic and bumps
+    /// the serial of the zones it touches once). Larger batches purge faster; smaller ones
+    /// hold the store writer for less time and journal smaller changes. Default: 1000.
+    pub purge_batch_size: usize,
+    /// Batches being read (prepared) at once, over all purge jobs; each job reads its next
+    /// batch while the writer commits the current one. Default: 2.
+    pub purge_workers: usize,
+    /// Background jobs (purges) running at once; more are refused. Default: 2.
+    pub max_jobs: usize,
+    /// Finished jobs kept for inspection (the oldest are forgotten first). Default: 100.
+    pub jobs_kept: usize,
 }
+
+/// Upper bound of `[store] purge_batch_size`: one write transaction must stay bounded.
+pub const MAX_PURGE_BATCH: usize = 100_000;
 
 impl Default for StoreConfig {
     fn default() -> StoreConfig {
         StoreConfig {
             cache_size: 32 << 20,
+            purge_batch_size: 1000,
+            purge_workers: 2,
+            max_jobs: 2,
+            jobs_kept: 100,
         }
     }
 }
@@ -488,6 +506,20 @@ impl Config {
                 return Err(format!("{key}: must be greater than 0"));
             }
         }
+        if !(1..=MAX_PURGE_BATCH).contains(&self.store.purge_batch_size) {
+            return Err(format!(
+                "store.purge_batch_size: {} is outside 1..={MAX_PURGE_BATCH}",
+                self.store.purge_batch_size
+            ));
+        }
+        for (key, value) in [
+            ("store.purge_workers", self.store.purge_workers),
+            ("store.max_jobs", self.store.max_jobs),
+        ] {
+            if value == 0 {
+                return Err(format!("{key}: must be at least 1"));
+            }
+        }
         if self.log.query_log_sample == 0 {
             return Err("log.query_log_sample: must be at least 1".into());
         }
@@ -692,6 +724,10 @@ mod tests {
             "[log]\nlevel = \"loud\"\n",
             "[log]\nformat = \"xml\"\n",
             "[log]\nquery_log_sample = 0\n",
+            "[store]\npurge_batch_size = 0\n",
+            "[store]\npurge_batch_size = 100001\n",
+            "[store]\npurge_workers = 0\n",
+            "[store]\nmax_jobs = 0\n",
             "[server]\nlisten = [\"localhost\"]\n",
             "[[zones.zone]]\nname = \"a.\"\n",
             "[[zones.zone]]\nname = \"a.\"\nfile = \"a\"\nmanaged = \"db\"\n",

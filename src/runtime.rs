@@ -30,10 +30,11 @@ use tracing::{error, info, warn};
 
 use crate::config::{Config, ConfigError, LogConfig, LogFormat, Overrides, RuntimeConfig};
 use crate::handler::Handler;
+use crate::jobs::{JobSettings, Jobs};
 use crate::metrics::{self, Metrics};
 use crate::reload::{LoadReport, ReloadError, ZoneLoader, log_report};
 use crate::zone::ZoneSet;
-use crate::{admin, cache, jobs, notify, server};
+use crate::{admin, cache, notify, server};
 
 /// Prefix of latency worker thread names.
 pub const LATENCY_THREAD_PREFIX: &str = "muninn-lat-";
@@ -250,19 +251,23 @@ async fn run(
         }
     };
     log_report("zone load", &report);
-    if let Some(api) = &admin_api
-        && let Some(store) = loader.lock().await.store()
-    {
-        api.set_store(store.clone());
-        // Purge jobs run on the heavy runtime, stop with the root token and are waited for
-        // by the root tracker like every other task.
-        api.set_jobs(jobs::Jobs::new(
+    // Background jobs on the store (purges): the admin API starts them through a clone.
+    let store = loader.lock().await.store().cloned();
+    let jobs = store.as_ref().map(|store| {
+        metrics.set_store(store.clone());
+        let jobs = Jobs::new(
             store.clone(),
-            rt.heavy.handle().clone(),
-            root.clone(),
+            heavy.clone(),
+            root.child_token(),
             tracker.clone(),
-            jobs::JobSettings::from_config(&config.store),
-        ));
+            JobSettings::from_config(&config.store),
+        );
+        metrics.set_purge_jobs(jobs.clone());
+        jobs
+    });
+    if let (Some(api), Some(store), Some(jobs)) = (&admin_api, store, jobs) {
+        api.set_store(store);
+        api.set_jobs(jobs);
     }
 
     let mut handler = Handler::new(Arc::clone(&zones), config.limits.max_udp_payload)

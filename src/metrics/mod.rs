@@ -7,6 +7,8 @@
 //! - Reload and heavy-job figures are recorded through [`ReloadMetrics`] and [`JobMetrics`]
 //!   (cold paths).
 //! - Process figures are read from /proc at scrape time.
+//! - Store figures (change stream, file size) and purge job figures are read from the
+//!   store's [`crate::store::StreamStats`] and the [`Jobs`] totals at scrape time.
 //! - Cache, recursion and upstream figures (only when recursion is enabled) are read from
 //!   the resolver's own counters and its cache at scrape time.
 //!
@@ -43,8 +45,10 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::cache::Resolver;
+use crate::jobs::Jobs;
 use crate::reload::{LoadReport, ZoneOutcome};
 use crate::server::{Listeners, TcpInFlight, TcpStats, UdpStats};
+use crate::store::Store;
 use crate::zone::ZoneSet;
 
 /// Everything `/metrics` reports. Create one per process, share it in an `Arc`.
@@ -57,6 +61,10 @@ pub struct Metrics {
     jobs: Arc<JobMetrics>,
     /// The caching resolver, when recursion is enabled.
     resolver: OnceLock<Resolver>,
+    /// The zone store, once open.
+    store: OnceLock<Store>,
+    /// The background job registry, once the store is open.
+    purge_jobs: OnceLock<Jobs>,
 }
 
 /// The counter blocks of one [`Listeners`].
@@ -77,7 +85,19 @@ impl Metrics {
             reload: ReloadMetrics::default(),
             jobs: Arc::new(JobMetrics::default()),
             resolver: OnceLock::new(),
+            store: OnceLock::new(),
+            purge_jobs: OnceLock::new(),
         })
+    }
+
+    /// Includes the store's figures (change stream, size on disk); set once.
+    pub fn set_store(&self, store: Store) {
+        let _ = self.store.set(store);
+    }
+
+    /// Includes the purge job figures; set once.
+    pub fn set_purge_jobs(&self, jobs: Jobs) {
+        let _ = self.purge_jobs.set(jobs);
     }
 
     /// Includes the cache, recursion and upstream figures of `resolver` (set once; the
@@ -728,6 +748,84 @@ impl Metrics {
         Ok(())
     }
 
+    fn encode_store(&self, enc: &mut DescriptorEncoder<'_>, store: &Store) -> fmt::Result {
+        let st = store.stats();
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        // A stat() per scrape, on the admin thread.
+        gauge1(
+            enc,
+            "muninn_store_file_bytes",
+            "Size of the zone store file on disk.",
+            std::fs::metadata(store.path()).ok().map(|m| m.len()),
+        )?;
+        counter1(
+            enc,
+            "muninn_store_events_published",
+            "Change events published on the store's change stream (one per committed change of a zone).",
+            load(&st.published),
+        )?;
+        gauge1(
+            enc,
+            "muninn_store_events_retained_bytes",
+            "Approximate bytes held by the change events the stream keeps for slow consumers.",
+            Some(load(&st.retained_bytes)),
+        )?;
+        counter1(
+            enc,
+            "muninn_store_stream_resyncs",
+            "Times a change stream consumer fell behind and rebuilt its state from the store.",
+            load(&st.resyncs),
+        )?;
+        counter1(
+            enc,
+            "muninn_store_stream_skipped_events",
+            "Change events lagging consumers never saw (they resynchronized instead).",
+            load(&st.skipped),
+        )?;
+        counter(
+            enc,
+            "muninn_store_changes_seen",
+            "Committed store changes seen on the change stream, by kind (update: change transaction or purge batch; replace: whole-zone import).",
+            &[
+                ([("kind", "update")], load(&st.updates_seen)),
+                ([("kind", "replace")], load(&st.replaces_seen)),
+            ],
+        )
+    }
+
+    fn encode_purges(&self, enc: &mut DescriptorEncoder<'_>, jobs: &Jobs) -> fmt::Result {
+        let t = jobs.totals();
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        counter1(
+            enc,
+            "muninn_purge_records_deleted",
+            "Records deleted from the store by purges.",
+            load(&t.records_deleted),
+        )?;
+        counter1(
+            enc,
+            "muninn_purge_batches",
+            "Purge batches committed (one write transaction each).",
+            load(&t.batches),
+        )?;
+        gauge1(
+            enc,
+            "muninn_purge_jobs_running",
+            "Purge jobs running now.",
+            Some(load(&t.running)),
+        )?;
+        counter(
+            enc,
+            "muninn_purge_jobs",
+            "Purge jobs finished, by final state.",
+            &[
+                ([("state", "done")], load(&t.done)),
+                ([("state", "failed")], load(&t.failed)),
+                ([("state", "cancelled")], load(&t.cancelled)),
+            ],
+        )
+    }
+
     fn encode_resolver(&self, enc: &mut DescriptorEncoder<'_>, r: &Resolver) -> fmt::Result {
         let st = r.stats();
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -964,6 +1062,12 @@ impl Collector for Metrics {
         self.encode_zones(&mut enc)?;
         self.encode_reloads(&mut enc)?;
         self.encode_jobs(&mut enc)?;
+        if let Some(store) = self.store.get() {
+            self.encode_store(&mut enc, store)?;
+        }
+        if let Some(jobs) = self.purge_jobs.get() {
+            self.encode_purges(&mut enc, jobs)?;
+        }
         if let Some(r) = self.resolver.get() {
             self.encode_resolver(&mut enc, r)?;
         }

@@ -40,6 +40,7 @@
 
 pub mod check;
 pub mod export;
+pub mod purge;
 pub mod schema;
 pub mod stream;
 
@@ -57,6 +58,7 @@ use tracing::error;
 use crate::zone::rdata::{self as zrdata, Rdatas};
 use crate::zone::{WireRRset, Zone, ZoneBuilder, case_wire, lower_wire, name_from_wire};
 
+pub use purge::{PurgeBatch, PurgeFilter, PurgeOutcome, PurgePlan, SkipReason, ZoneIds};
 pub use schema::{
     ChangeKind, Fingerprint, JournalEntry, Managed, RecordMeta, Source, StoredRecord, ZoneMeta,
 };
@@ -218,6 +220,12 @@ enum Command {
         zone: Name,
         managed: Managed,
         reply: Reply<()>,
+    },
+    /// One batch of a bulk purge (see [`purge`]).
+    Purge {
+        filter: PurgeFilter,
+        batch: PurgeBatch,
+        reply: Reply<PurgeOutcome>,
     },
 }
 
@@ -561,6 +569,19 @@ fn writer_loop(db: &Database, rx: mpsc::Receiver<Command>, mut publisher: stream
                 let result = write_txn(db, |txn| set_managed(txn, &zone, managed));
                 let _ = reply.send(result);
             }
+            Command::Purge {
+                filter,
+                batch,
+                reply,
+            } => {
+                let result = write_txn(db, |txn| purge::purge_batch_txn(txn, &filter, &batch)).map(
+                    |(outcome, changes)| {
+                        purge::publish_batch(&mut publisher, changes);
+                        outcome
+                    },
+                );
+                let _ = reply.send(result);
+            }
         }
     }
 }
@@ -743,7 +764,7 @@ fn apply_change(
     change: &Change,
 ) -> Result<(u64, JournalEntry), StoreError> {
     let mut zones = txn.open_table(ZONES)?;
-    let mut meta = meta_for_apply(&zones, zone)?;
+    let meta = meta_for_apply(&zones, zone)?;
     let origin_lower = meta.origin_wire.to_ascii_lowercase();
     let mut t = Tables {
         records: txn.open_table(RECORDS)?,
@@ -752,12 +773,7 @@ fn apply_change(
     let id = meta.id;
     let corrupt = |why: &str| StoreError::Corrupt(zone.to_string(), why.to_string());
     let apex = schema::owner_prefix(id, &origin_lower).ok_or_else(|| corrupt("bad origin"))?;
-    let mut soa_prefix = apex.clone();
-    soa_prefix.extend_from_slice(&u16::from(RecordType::SOA).to_be_bytes());
-    let old_soa = scan_prefix(&t.records, &soa_prefix, zone)?
-        .into_iter()
-        .next()
-        .ok_or_else(|| corrupt("no SOA record"))?;
+    let old_soa = find_soa(&t, &apex, zone)?;
 
     let now = schema::now();
     let mut removed = Vec::new();
@@ -920,6 +936,66 @@ fn apply_change(
         return Err(StoreError::NoChange);
     }
 
+    finish_update(
+        txn,
+        &mut zones,
+        &mut t,
+        meta,
+        zone,
+        Update {
+            old_soa,
+            new_soa,
+            removed,
+            added,
+            now,
+        },
+    )
+}
+
+/// The SOA record (key and record) of the zone whose apex owner prefix is `apex`.
+fn find_soa(
+    t: &Tables<'_>,
+    apex: &[u8],
+    zone: &Name,
+) -> Result<(Vec<u8>, StoredRecord), StoreError> {
+    let mut soa_prefix = apex.to_vec();
+    soa_prefix.extend_from_slice(&u16::from(RecordType::SOA).to_be_bytes());
+    scan_prefix(&t.records, &soa_prefix, zone)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| StoreError::Corrupt(zone.to_string(), "no SOA record".into()))
+}
+
+/// The records an update removed and added (the SOA aside), for [`finish_update`].
+struct Update {
+    /// Key and record of the zone's SOA before the update.
+    old_soa: (Vec<u8>, StoredRecord),
+    /// An SOA given by the change, replacing the old one.
+    new_soa: Option<StoredRecord>,
+    removed: Vec<StoredRecord>,
+    added: Vec<StoredRecord>,
+    now: u64,
+}
+
+/// The common end of every change transaction of a zone (changes and purge batches): bumps
+/// the SOA serial, fixes the record count, writes the journal entry and the zone metadata.
+/// The caller has already removed and inserted `update.removed` and `update.added`.
+fn finish_update(
+    txn: &WriteTransaction,
+    zones: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
+    t: &mut Tables<'_>,
+    mut meta: ZoneMeta,
+    zone: &Name,
+    update: Update,
+) -> Result<(u64, JournalEntry), StoreError> {
+    let Update {
+        old_soa,
+        new_soa,
+        mut removed,
+        mut added,
+        now,
+    } = update;
+    let corrupt = |why: &str| StoreError::Corrupt(zone.to_string(), why.to_string());
     // RFC 1982 §3.1 serial addition; a supplied SOA may move the serial further forward.
     let (old_soa_key, old_soa) = old_soa;
     let old_serial = meta.serial;
@@ -941,7 +1017,7 @@ fn apply_change(
     }
     soa.meta.created = old_soa.meta.created;
     t.remove(&old_soa_key, zone)?;
-    let soa_key = soa.key(id).ok_or_else(|| corrupt("bad origin"))?;
+    let soa_key = soa.key(meta.id).ok_or_else(|| corrupt("bad origin"))?;
     t.insert(&soa_key, &soa)?;
     removed.insert(0, old_soa);
     added.insert(0, soa);
@@ -959,7 +1035,8 @@ fn apply_change(
         added,
     };
     let seq = write_journal(txn, &mut meta, &entry, now)?;
-    zones.insert(origin_lower.as_slice(), meta.encode().as_slice())?;
+    let key = meta.origin_wire.to_ascii_lowercase();
+    zones.insert(key.as_slice(), meta.encode().as_slice())?;
     Ok((seq, entry))
 }
 
