@@ -66,9 +66,10 @@ pub enum ServeError {
 pub struct Runtimes {
     pub latency: Runtime,
     pub heavy: Runtime,
-    /// One normal-priority thread (`muninn-admin`) for the metrics endpoint: off the
-    /// latency workers, and not on the heavy threads either, which may run under
-    /// SCHED_IDLE and would then starve scrapes exactly when the server is busiest.
+    /// One normal-priority thread (`muninn-admin`) for the metrics endpoint and the admin
+    /// API: off the latency workers, and not on the heavy threads either, which may run
+    /// under SCHED_IDLE and would then starve scrapes exactly when the server is busiest.
+    /// (The admin API sends its store reads to the heavy runtime all the same.)
     pub admin: Runtime,
 }
 
