@@ -1,12 +1,20 @@
-//! Command line: `muninn serve`, `muninn check-zone`, `muninn check-config`, `muninn db`.
+//! Command line: `muninn serve`, `muninn check-zone`, `muninn check-config`, `muninn db`,
+//! `muninn records` (a client of the running server's admin API).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use std::io::Write as _;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+
+use crate::admin::Token;
+use crate::admin::client::Client;
+use crate::admin::types::{
+    AddRequest, ChangeReply, DeleteRequest, PurgeRequest, RecordInput, RecordList,
+};
 
 use crate::config::{Config, Overrides, origin_from_file_name, parse_zone_name};
 use crate::store::{Import, Managed, Source, Store, StoreOptions};
@@ -38,6 +46,12 @@ pub enum Command {
     /// it open, so they fail with a clear message while `muninn serve` is running on the
     /// same data directory: stop the server first.
     Db(DbArgs),
+    /// List, add and delete records of a running server's zones, and purge records by tag,
+    /// through its admin API (`[admin]` in the server's config).
+    ///
+    /// The server and token default to the `[admin]` section of the config file given with
+    /// --config. Exits 1 with the server's message when a request is refused.
+    Records(RecordsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -162,6 +176,122 @@ pub struct DbStressArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct RecordsArgs {
+    #[command(subcommand)]
+    pub command: RecordsCommand,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// How to reach the admin API.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// Admin API URL, e.g. http://127.0.0.1:9154. Default: the config's [admin] listen.
+    #[arg(long, value_name = "URL", global = true)]
+    pub server: Option<String>,
+    /// File holding the bearer token. Default: the config's admin.token_file.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub token_file: Option<PathBuf>,
+    /// The server's configuration file, for the defaults of --server and --token-file.
+    #[arg(short, long, value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+    /// Seconds to wait for each reply of the server.
+    #[arg(long, value_name = "SECS", default_value_t = 60, global = true)]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RecordsCommand {
+    /// Add a record (one transaction; the zone's SOA serial goes up by one).
+    ///
+    /// Example: muninn records add example.test. www 300 A 192.0.2.1 --tag env=prod
+    Add(RecordsAddArgs),
+    /// Delete every record at NAME, or those of TYPE there, or the one record with DATA.
+    ///
+    /// Example: muninn records delete example.test. www A 192.0.2.1
+    Delete(RecordsDeleteArgs),
+    /// List a zone's records (as zone-file lines, tags in a comment).
+    List(RecordsListArgs),
+    /// Delete every record tagged KEY=VALUE (in one zone or all store-managed zones) as a
+    /// background job on the server, showing its progress until it ends.
+    ///
+    /// Records the purge must keep (a zone's SOA, the apex NS RRset it would empty) are
+    /// counted as kept. Exits 1 if the job fails or is cancelled.
+    Purge(RecordsPurgeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RecordsPurgeArgs {
+    /// The tag whose records go.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub tag: String,
+    /// Only in this zone.
+    #[arg(long, value_name = "ZONE")]
+    pub zone: Option<String>,
+    /// Only records of this type.
+    #[arg(long = "type", value_name = "TYPE")]
+    pub rtype: Option<String>,
+    /// Count what would be deleted; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RecordsAddArgs {
+    /// The zone (a store-managed zone the server serves).
+    #[arg(value_name = "ZONE")]
+    pub zone: String,
+    /// Owner: relative to the zone (www), absolute (www.example.test.) or @.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    #[arg(value_name = "TTL")]
+    pub ttl: u32,
+    /// Record type (A, AAAA, MX, TXT, ..., or TYPEn).
+    #[arg(value_name = "TYPE")]
+    pub rtype: String,
+    /// RDATA as in a zone file (names relative to the zone are allowed; quote TXT strings).
+    #[arg(value_name = "DATA", required = true, num_args = 1..)]
+    pub data: Vec<String>,
+    /// A key=value tag; repeat for several.
+    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    pub tags: Vec<String>,
+    /// Replace the RRset (NAME, TYPE) instead of adding to it.
+    #[arg(long)]
+    pub replace: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RecordsDeleteArgs {
+    #[arg(value_name = "ZONE")]
+    pub zone: String,
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    #[arg(value_name = "TYPE")]
+    pub rtype: Option<String>,
+    /// RDATA of the one record to delete (needs TYPE).
+    #[arg(value_name = "DATA", requires = "rtype")]
+    pub data: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RecordsListArgs {
+    #[arg(value_name = "ZONE")]
+    pub zone: String,
+    /// Only records at this owner name.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Only records of this type.
+    #[arg(long = "type", value_name = "TYPE")]
+    pub rtype: Option<String>,
+    /// Only records with this key=value tag.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub tag: Option<String>,
+    /// Print the server's JSON reply instead of zone-file lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Configuration file (TOML). Without it, built-in defaults are used (see config.toml).
     #[arg(short, long, value_name = "FILE")]
@@ -229,7 +359,252 @@ pub fn run(cli: Cli) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Records(args) => match records_command(args) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("muninn: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
+}
+
+impl ClientArgs {
+    /// The client these flags (and the config file's `[admin]` section) describe.
+    fn client(&self) -> Result<Client, String> {
+        let config = match &self.config {
+            Some(path) => Config::load(path).map_err(|e| e.to_string())?,
+            None => Config::default(),
+        };
+        let token_file = match &self.token_file {
+            Some(f) => f.clone(),
+            None if !config.admin.token_file.as_os_str().is_empty() => {
+                config.admin.token_file.clone()
+            }
+            None => {
+                return Err(
+                    "no token: pass --token-file FILE, or --config FILE whose [admin] \
+                            section names a token_file"
+                        .into(),
+                );
+            }
+        };
+        let token = Token::read(&token_file).map_err(|e| {
+            // The messages name the config key; from the command line it was a flag.
+            let text = e.to_string();
+            match &self.token_file {
+                Some(_) => text.replacen("admin.token_file", "token file", 1),
+                None => text,
+            }
+        })?;
+        let server = match &self.server {
+            Some(url) => url.clone(),
+            None => {
+                let mut addr = config.admin.listen;
+                // A server listening on every address is reached on loopback.
+                if addr.ip().is_unspecified() {
+                    addr.set_ip(match addr {
+                        SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                        SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+                    });
+                }
+                format!("http://{addr}")
+            }
+        };
+        Client::new(&server, token, Duration::from_secs(self.timeout.max(1)))
+            .map_err(|e| e.to_string())
+    }
+}
+
+fn records_command(args: RecordsArgs) -> Result<ExitCode, String> {
+    let client = args.client.client()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))?;
+    rt.block_on(async move {
+        match args.command {
+            RecordsCommand::Add(a) => {
+                let req = AddRequest {
+                    records: vec![RecordInput {
+                        name: a.name,
+                        rtype: a.rtype,
+                        ttl: a.ttl,
+                        data: a.data.join(" "),
+                        tags: a.tags,
+                    }],
+                    replace: a.replace,
+                };
+                let reply = client.add(&a.zone, &req).await.map_err(|e| e.to_string())?;
+                print_change(&a.zone, &reply);
+            }
+            RecordsCommand::Delete(d) => {
+                let req = DeleteRequest {
+                    name: d.name,
+                    rtype: d.rtype,
+                    data: (!d.data.is_empty()).then(|| d.data.join(" ")),
+                };
+                let reply = client
+                    .delete(&d.zone, &req)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                print_change(&d.zone, &reply);
+            }
+            RecordsCommand::List(l) => {
+                let list = client
+                    .list(
+                        &l.zone,
+                        l.name.as_deref(),
+                        l.rtype.as_deref(),
+                        l.tag.as_deref(),
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                print_list(&list, l.json)?;
+            }
+            RecordsCommand::Purge(p) => records_purge(&client, p).await?,
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Starts a purge job and follows it until it ends: a progress bar redrawn in place on a
+/// terminal, else one line per second while it changes; then a summary on stdout.
+async fn records_purge(client: &Client, args: RecordsPurgeArgs) -> Result<(), String> {
+    use crate::jobs::JobState;
+    use std::io::IsTerminal as _;
+    let req = PurgeRequest {
+        tag: args.tag,
+        zone: args.zone,
+        dry_run: args.dry_run,
+        rtype: args.rtype,
+        updated_before: None,
+    };
+    let first = client.purge(&req).await.map_err(|e| e.to_string())?;
+    let id = first.id;
+    let tty = std::io::stderr().is_terminal();
+    let started = std::time::Instant::now();
+    let mut printed: Option<(std::time::Instant, String)> = None;
+    let mut status = first;
+    loop {
+        let line = progress_line(&status);
+        if tty {
+            eprint!("\r{line}\x1b[K");
+        } else if printed.as_ref().is_none_or(|(at, last)| {
+            *last != line
+                && (at.elapsed() >= Duration::from_secs(1) || status.state != JobState::Running)
+        }) {
+            eprintln!("{line}");
+            printed = Some((std::time::Instant::now(), line));
+        }
+        if status.state != JobState::Running {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(if tty { 100 } else { 250 })).await;
+        status = client.job(id).await.map_err(|e| e.to_string())?;
+    }
+    if tty {
+        eprintln!();
+    }
+    let what = match &status.spec.zone {
+        Some(z) => format!("tag {} in zone {z}", status.spec.tag),
+        None => format!("tag {}", status.spec.tag),
+    };
+    let elapsed = started.elapsed().as_secs_f64();
+    match status.state {
+        JobState::Done if status.spec.dry_run => {
+            println!(
+                "purge job {id} ({what}, dry run): {} would be deleted, {} kept, {} processed, in {elapsed:.1} s",
+                status.would_delete, status.skipped, status.processed
+            );
+            Ok(())
+        }
+        JobState::Done => {
+            println!(
+                "purge job {id} ({what}): {} deleted, {} kept, {} processed, in {elapsed:.1} s",
+                status.deleted, status.skipped, status.processed
+            );
+            Ok(())
+        }
+        state => Err(format!(
+            "purge job {id} ({what}) {}: {}; {} deleted so far (committed batches stay deleted)",
+            state.as_str(),
+            status.error.as_deref().unwrap_or("no reason given"),
+            status.deleted
+        )),
+    }
+}
+
+/// `[#######-----] 58% 5800/10000 processed, 5800 deleted, 2900 records/s, ETA 1.4 s`
+fn progress_line(s: &crate::jobs::JobStatus) -> String {
+    const WIDTH: usize = 30;
+    let done = s.state != crate::jobs::JobState::Running;
+    let fraction = match (s.total, done) {
+        (0, true) => 1.0,
+        (0, false) => 0.0,
+        (total, _) => (s.processed as f64 / total as f64).clamp(0.0, 1.0),
+    };
+    let filled = ((fraction * WIDTH as f64).round() as usize).min(WIDTH);
+    let total = if s.total == 0 && !done {
+        "?".to_string()
+    } else {
+        s.total.to_string()
+    };
+    let (count, label) = if s.spec.dry_run {
+        (s.would_delete, "would go")
+    } else {
+        (s.deleted, "deleted")
+    };
+    let eta = match s.eta_secs {
+        Some(secs) => format!("{secs:.1} s"),
+        None => "?".into(),
+    };
+    format!(
+        "[{}{}] {:>3.0}% {}/{total} processed, {count} {label}, {:.0} records/s, ETA {eta}",
+        "#".repeat(filled),
+        "-".repeat(WIDTH - filled),
+        fraction * 100.0,
+        s.processed,
+        s.rate
+    )
+}
+
+fn print_change(zone: &str, reply: &ChangeReply) {
+    println!(
+        "zone {zone}: serial {} -> {}, {} added, {} removed",
+        reply.old_serial, reply.new_serial, reply.added, reply.removed
+    );
+}
+
+fn print_list(list: &RecordList, json: bool) -> Result<(), String> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let result = if json {
+        serde_json::to_writer_pretty(&mut out, list)
+            .map_err(std::io::Error::other)
+            .and_then(|()| writeln!(out))
+    } else {
+        (|| {
+            writeln!(out, "; zone {} serial {}", list.zone, list.serial)?;
+            for r in &list.records {
+                write!(out, "{}\t{}\tIN\t{}\t{}", r.name, r.ttl, r.rtype, r.data)?;
+                if !r.tags.is_empty() {
+                    write!(out, "\t; {}", r.tags.join(" "))?;
+                }
+                writeln!(out)?;
+            }
+            Ok(())
+        })()
+    };
+    result.map_err(|e| format!("cannot write the list: {e}"))?;
+    if list.truncated {
+        eprintln!(
+            "muninn: only the first {} matching records are shown (admin.max_list_records); \
+             narrow the filter with --name, --type or --tag",
+            list.records.len()
+        );
+    }
+    Ok(())
 }
 
 impl DbLocation {

@@ -65,6 +65,8 @@ pub struct Config {
     pub metrics: crate::metrics::MetricsConfig,
     /// The zone store (`data_dir/muninn.redb`).
     pub store: StoreConfig,
+    /// The admin HTTP API (records and purge jobs; off by default, needs a token file).
+    pub admin: crate::admin::AdminConfig,
 }
 
 /// `[store]`
@@ -246,6 +248,7 @@ impl Default for Config {
             recursion: crate::cache::ResolverConfig::default(),
             metrics: crate::metrics::MetricsConfig::default(),
             store: StoreConfig::default(),
+            admin: crate::admin::AdminConfig::default(),
         }
     }
 }
@@ -452,6 +455,7 @@ impl Config {
             }
         };
         resolve(&mut self.data_dir);
+        self.admin.resolve_paths(base);
         resolve(&mut self.zones.directory);
         for z in &mut self.zones.zone {
             if let Some(f) = &mut z.file {
@@ -522,6 +526,7 @@ impl Config {
         self.recursion
             .validate()
             .map_err(|e| format!("recursion: {e}"))?;
+        self.admin.validate()?;
         let mut names = HashSet::new();
         for z in &self.zones.zone {
             let name = parse_zone_name(&z.name)
@@ -726,9 +731,20 @@ mod tests {
             "[server]\nlisten = [\"localhost\"]\n",
             "[[zones.zone]]\nname = \"a.\"\n",
             "[[zones.zone]]\nname = \"a.\"\nfile = \"a\"\nmanaged = \"db\"\n",
+            "[admin]\nenabled = true\n",
+            "[admin]\nmax_connections = 0\n",
         ] {
             assert!(parse(text).is_err(), "accepted: {text}");
         }
+    }
+
+    #[test]
+    fn admin_api_needs_a_token_file_named_relative_to_the_config() {
+        let err = parse("[admin]\nenabled = true\n").unwrap_err().to_string();
+        assert!(err.contains("admin.token_file"), "{err}");
+        let mut c = parse("[admin]\nenabled = true\ntoken_file = \"admin.token\"\n").unwrap();
+        c.resolve_paths(Path::new("/etc/muninn"));
+        assert_eq!(c.admin.token_file, PathBuf::from("/etc/muninn/admin.token"));
     }
 
     #[test]

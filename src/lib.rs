@@ -10,6 +10,7 @@
 //! Heavy work (zone parsing, validation, snapshot building) runs on the heavy-job runtime
 //! (`runtime`), never on a latency worker.
 
+pub mod admin;
 pub mod auth;
 pub mod cache;
 pub mod cli;

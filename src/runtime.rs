@@ -34,11 +34,11 @@ use crate::jobs::{JobSettings, Jobs};
 use crate::metrics::{self, Metrics};
 use crate::reload::{LoadReport, ReloadError, ZoneLoader, log_report};
 use crate::zone::ZoneSet;
-use crate::{cache, notify, server};
+use crate::{admin, cache, notify, server};
 
 /// Prefix of latency worker thread names.
 pub const LATENCY_THREAD_PREFIX: &str = "muninn-lat-";
-/// Name of the thread serving the metrics endpoint.
+/// Name of the thread serving the metrics endpoint and the admin API.
 pub const ADMIN_THREAD_NAME: &str = "muninn-admin";
 /// Prefix of heavy-job thread names.
 pub const HEAVY_THREAD_PREFIX: &str = "muninn-heavy-";
@@ -58,15 +58,18 @@ pub enum ServeError {
     Resolver(cache::ResolverError),
     #[error("cannot listen: {0}")]
     Listen(std::io::Error),
+    #[error(transparent)]
+    Admin(#[from] admin::AdminError),
 }
 
 /// The latency runtime and the heavy-job runtime.
 pub struct Runtimes {
     pub latency: Runtime,
     pub heavy: Runtime,
-    /// One normal-priority thread (`muninn-admin`) for the metrics endpoint: off the
-    /// latency workers, and not on the heavy threads either, which may run under
-    /// SCHED_IDLE and would then starve scrapes exactly when the server is busiest.
+    /// One normal-priority thread (`muninn-admin`) for the metrics endpoint and the admin
+    /// API: off the latency workers, and not on the heavy threads either, which may run
+    /// under SCHED_IDLE and would then starve scrapes exactly when the server is busiest.
+    /// (The admin API sends its store reads to the heavy runtime all the same.)
     pub admin: Runtime,
 }
 
@@ -209,6 +212,28 @@ async fn run(
         .map_err(ServeError::Listen)?;
         info!(%addr, "metrics endpoint listening");
     }
+    // Bound before the zone load so that a taken port or a missing token fails at once; zone
+    // requests get 503 until the load has opened the store.
+    let admin_api = if config.admin.enabled {
+        let token = admin::Token::read(&config.admin.token_file)?;
+        if admin::token_file_exposed(&config.admin.token_file) {
+            warn!(
+                file = %config.admin.token_file.display(),
+                "admin.token_file can be read by other users; it grants write access (chmod 600)"
+            );
+        }
+        let api = admin::Api::new(Arc::clone(&zones), heavy.clone(), token, &config.admin);
+        let addr = admin::spawn_admin_server(
+            rt.admin.handle(),
+            Arc::clone(&api),
+            root.child_token(),
+            &tracker,
+        )?;
+        info!(%addr, "admin API listening");
+        Some(api)
+    } else {
+        None
+    };
 
     // Startup load; SIGTERM/SIGINT meanwhile stops here, SIGHUP loads again afterwards
     // (a file may have changed after it was read).
@@ -227,12 +252,12 @@ async fn run(
         }
     };
     log_report("zone load", &report);
-
     // Background jobs on the store (purges): the admin API starts them through a clone.
-    let _jobs = loader.lock().await.store().cloned().map(|store| {
+    let store = loader.lock().await.store().cloned();
+    let jobs = store.as_ref().map(|store| {
         metrics.set_store(store.clone());
         let jobs = Jobs::new(
-            store,
+            store.clone(),
             heavy.clone(),
             root.child_token(),
             tracker.clone(),
@@ -241,6 +266,10 @@ async fn run(
         metrics.set_purge_jobs(jobs.clone());
         jobs
     });
+    if let (Some(api), Some(store), Some(jobs)) = (&admin_api, store, jobs) {
+        api.set_store(store);
+        api.set_jobs(jobs);
+    }
 
     let mut handler = Handler::new(Arc::clone(&zones), config.limits.max_udp_payload)
         .with_query_log(config.log.query_log());

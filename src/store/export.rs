@@ -37,7 +37,8 @@ pub fn write_zone(zone: &Zone, out: &mut impl Write) -> io::Result<()> {
     Ok(())
 }
 
-fn type_text(rtype: RecordType) -> String {
+/// A type's mnemonic, or `TYPEn` (RFC 3597 §5) when hickory has none.
+pub fn type_text(rtype: RecordType) -> String {
     match rtype {
         RecordType::Unknown(n) => format!("TYPE{n}"),
         t => t.to_string(),
@@ -46,7 +47,7 @@ fn type_text(rtype: RecordType) -> String {
 
 /// An absolute name in presentation form: `.` and `\` escaped, other non-printable or
 /// special octets as `\DDD` (RFC 1035 §5.1).
-fn name_text(wire: &[u8]) -> String {
+pub fn name_text(wire: &[u8]) -> String {
     let mut s = String::with_capacity(wire.len() + 1);
     let mut any = false;
     for label in Labels::new(wire) {
@@ -172,7 +173,9 @@ fn presentation(rtype: RecordType, data: &[u8]) -> Option<String> {
     })
 }
 
-fn rdata_text(rtype: RecordType, data: &[u8], out: &mut String) {
+/// Appends RDATA in presentation form, or the RFC 3597 §5 generic form for the types
+/// without a presentation writer here; the zone-file parser reads both back.
+pub fn rdata_text(rtype: RecordType, data: &[u8], out: &mut String) {
     match presentation(rtype, data) {
         Some(s) => out.push_str(&s),
         None => generic(data, out),

@@ -132,6 +132,42 @@ pub fn check_zone(path: &Path, origin: &Name, include_root: &Path) -> Vec<ZoneEr
     }
 }
 
+/// Parses a record type as a zone file does: a mnemonic (case-insensitive, including KX,
+/// RP, AFSDB and SPF, which hickory has no name for) or RFC 3597 §5 `TYPEn`. For callers
+/// outside zone files (the admin API); meta types come back too and are refused later.
+pub fn parse_record_type(text: &str) -> Option<RecordType> {
+    match class_or_type(text.as_bytes()) {
+        ClassOrType::Type(t) => Some(t),
+        _ => None,
+    }
+}
+
+/// Parses one record's RDATA in presentation form, as it would follow the type on a zone
+/// file line (RFC 1035 §5.1, RFC 3597 §5 `\# len hex`), with names relative to `origin`.
+/// Returns the RDATA in uncompressed wire form, names with their case. Used by the admin
+/// API so that records added over HTTP read exactly like zone-file records.
+pub fn parse_rdata_text(rtype: RecordType, text: &str, origin: &Name) -> Result<Vec<u8>, String> {
+    let origin_wire = super::case_wire(origin);
+    let mut lexer = Lexer::new(text.as_bytes());
+    let mut tokens = Vec::new();
+    if let Some(Err(e)) = lexer.next_entry(&mut tokens) {
+        return Err(e.message.to_string());
+    }
+    let mut more = Vec::new();
+    if lexer.next_entry(&mut more).is_some() {
+        return Err("RDATA must be one line (use parentheses to continue it)".into());
+    }
+    let mut out = Vec::with_capacity(text.len());
+    parse_rdata(
+        rtype,
+        &tokens,
+        &origin_wire,
+        &mut Scratch::default(),
+        &mut out,
+    )?;
+    Ok(out)
+}
+
 /// Parser state local to one file: `$INCLUDE` never changes the includer's state
 /// (RFC 1035 §5.1).
 struct FileState {
