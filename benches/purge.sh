@@ -143,6 +143,7 @@ fi
 if [[ $MODE == both || $MODE == online ]]; then
     port=$(pick_port)
     aport=$(pick_port)
+    mport=$(pick_port)
     printf 'bench-%s-%s\n' "$RANDOM" "$RANDOM" >"$W/token"
     chmod 600 "$W/token"
     cat >"$W/muninn.toml" <<EOF
@@ -168,6 +169,10 @@ managed = "store"
 
 [store]
 purge_batch_size = $BATCH
+
+[metrics]
+enabled = true
+listen = "127.0.0.1:$mport"
 
 [admin]
 enabled = true
@@ -228,6 +233,7 @@ EOF
     done
     td=$(since "$tl")
     s1=$(serial big.test)
+    rss_purged=$(awk '$1 == "VmRSS:" {printf "%d", $2 / 1024}' "/proc/$spid/status")
     sleep "$AFTER"
     kill -USR1 "$(cat "$W/loadgen.pid")" 2>/dev/null || true
     wait "$lpid" || true
@@ -239,6 +245,10 @@ EOF
     echo "== online: steady ${rate} QPS on small.test (max ${max}); purge of big.test started at ${tp} s, finished at ${td} s"
     echo "   job: $(cat "$W/job.json")"
     echo "   big.test serial $s0 -> $s1 (one bump per batch)"
+    echo "   server RSS at the end of the purge ${rss_purged} MB, peak $(awk '$1 == "VmHWM:" {printf "%d", $2 / 1024}' "/proc/$spid/status") MB"
+    curl -sS --max-time 5 "http://127.0.0.1:$mport/metrics" |
+        grep -E '^muninn_(store_events_retained_bytes|store_events_published_total|store_file_bytes|purge_[a-z_]+(_total)?)[{ ]' |
+        sed 's/^/   /'
     sed 's/^/   progress t=/' "$W/progress.txt" | awk 'NR % 10 == 1'
     awk -v tp="$tp" -v td="$td" '
         /^second=/ {
@@ -261,7 +271,7 @@ EOF
         printf "   server CPU %.0f%% of one CPU; all CPUs busy %.0f%% (server + generator + others)\n", s * 100 / t / el, b * 100 / t / el
     }'
     drate=$(jnum rate <"$W/job.json")
-    summary+=("online: $(jnum deleted <"$W/job.json") records deleted in $(awk -v a="$td" -v b="$tp" 'BEGIN{printf "%.1f", a - b}') s (job rate ${drate} records/s) under ${rate} QPS")
+    summary+=("online: $(jnum deleted <"$W/job.json") records deleted in $(awk -v a="$td" -v b="$tp" 'BEGIN{printf "%.1f", a - b}') s ($(awk -v r="$drate" 'BEGIN{printf "%.0f", r}') records/s by the job's clock) under ${rate} QPS")
     kill "$spid"
     wait "$spid" 2>/dev/null || true
 fi
