@@ -17,7 +17,7 @@
 # Environment: RECORDS (1000000), SMALL_NAMES (1000), BATCH ([store] purge_batch_size, 1000),
 # BEFORE (s, 6), AFTER (s, 5), PURGE_MAX (s, bound on the purge, 900), RATE (QPS; default half
 # the max), FOREIGN_MAX (% of one CPU, 10), QUIET_WAIT (s, 15), MODE ("both", "offline",
-# "online"), MUNINN_BIN / LOADGEN_BIN (skip the cargo build), KEEP=1 (keep the work directory).
+# "online"), RUNTIME_EXTRA (lines added to the server's [runtime] table), MUNINN_BIN / LOADGEN_BIN (skip the cargo build), KEEP=1 (keep the work directory).
 set -euo pipefail
 
 case ${1:-} in
@@ -88,6 +88,25 @@ pick_port() {
 busy() { awk '$1 == "cpu" {print $2+$3+$4+$7+$8}' /proc/stat; }
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 
+# Once a second until killed: "t cpu0_busy cpu1_busy lat_ticks heavy_ticks other_ticks" with
+# the server's CPU split by thread kind (latency workers, heavy-job threads incl. the store
+# writer, the rest: admin, main).
+sample() {
+    local spid=$1 t0=$2
+    while kill -0 "$spid" 2>/dev/null; do
+        {
+            awk -v t="$(awk -v a="$(now)" -v b="$t0" 'BEGIN{printf "%.2f", a - b}')" '
+                $1 == "cpu0" {b0 = $2+$3+$4+$7+$8} $1 == "cpu1" {b1 = $2+$3+$4+$7+$8}
+                END {printf "%s %d %d", t, b0, b1}' /proc/stat
+            for f in /proc/"$spid"/task/*/stat; do cat "$f" 2>/dev/null; done |
+                awk '{c = $2; sub(/.*\) /, ""); n = $12 + $13
+                      if (c ~ /muninn-lat/) l += n; else if (c ~ /muninn-heavy/) h += n; else o += n}
+                     END {printf " %d %d %d\n", l, h, o}'
+        } >>"$3"
+        sleep 1
+    done
+}
+
 wait_quiet() {
     local t0 b0 b1 pct=0
     ((QUIET_WAIT > 0)) || return 0
@@ -155,6 +174,7 @@ listen = ["127.0.0.1:$port"]
 [runtime]
 workers = 1
 heavy_workers = 1
+${RUNTIME_EXTRA:-}
 
 [zones]
 directory = ""
@@ -213,6 +233,8 @@ EOF
     lpid=$!
     OWNED_PIDS+=("$lpid")
     tl=$(now)
+    sample "$spid" "$tl" "$W/cpu.txt" &
+    OWNED_PIDS+=("$!")
     sleep "$BEFORE"
     tp=$(since "$tl")
     api -X POST -H 'Content-Type: application/json' \
@@ -266,7 +288,24 @@ EOF
             }
             print "   " total
         }' "$W/load.out"
-    # Foreign CPU: everything busy minus the server and the generator (and its ksoftirq share).
+    # Per phase: CPU 0 (the server's) busy, split into the server's latency worker, its
+    # heavy-job threads and everything else on CPU 0 (foreign processes, softirqs).
+    awk -v tp="$tp" -v td="$td" -v tck="$TCK" '
+        NR > 1 {
+            dt = $1 - t; ph = (t + 0.5 < tp) ? "before" : (t + 0.5 >= td ? "after" : "during")
+            T[ph] += dt; C0[ph] += $2 - b0; L[ph] += $4 - l; H[ph] += $5 - h; O[ph] += $6 - o
+        }
+        { t = $1; b0 = $2; l = $4; h = $5; o = $6 }
+        END {
+            for (i = 1; i <= 3; i++) {
+                ph = i == 1 ? "before" : (i == 2 ? "during" : "after")
+                if (T[ph] > 0) {
+                    j = T[ph] * tck / 100
+                    printf "   %-6s CPU 0 busy %3.0f%%: latency worker %3.0f%%, heavy threads %3.0f%%, other server threads %2.0f%%, not the server %3.0f%%\n",
+                        ph, C0[ph] / j, L[ph] / j, H[ph] / j, O[ph] / j, (C0[ph] - L[ph] - H[ph] - O[ph]) / j
+                }
+            }
+        }' "$W/cpu.txt"
     awk -v b="$((b1 - b0))" -v s="$((st1 - st0))" -v t="$TCK" -v el="$el" -v fmax="$FOREIGN_MAX" 'BEGIN {
         printf "   server CPU %.0f%% of one CPU; all CPUs busy %.0f%% (server + generator + others)\n", s * 100 / t / el, b * 100 / t / el
     }'
