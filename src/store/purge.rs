@@ -305,11 +305,13 @@ impl Store {
 const YIELD_EVERY: usize = 32;
 
 /// Lets a waiting latency worker have this CPU now. The store writer runs at the heavy-job
-/// priority (SCHED_IDLE by default), but with lazy kernel preemption (PREEMPT_LAZY, Linux
-/// 6.13+) a thread busy in user space is only switched out at the next timer tick, up to
-/// 4 ms at HZ=250, even for a waking normal-priority worker: measured on the purge benchmark
-/// as worker scheduling delays of 4 ms behind the writer. A system call is a preemption
-/// point; with nothing else to run it returns at once.
+/// priority (SCHED_IDLE by default), yet on the purge benchmark (Linux 6.18, PREEMPT_DYNAMIC,
+/// HZ=250, server pinned to one CPU) the writer busy in B-tree deletes kept the CPU for
+/// whole 4 ms ticks while the woken latency worker waited (perf sched: 130 ms of worker
+/// delay in 3 s behind `muninn-heavy-store`). An explicit `sched_yield` every few hundred
+/// microseconds removed it; a plain system call (`getpid`) did not. The cost: with other
+/// runnable processes on the CPU each yield lets them run first (SCHED_IDLE semantics,
+/// just sooner), so the purge is slower on a busy machine.
 fn yield_point(i: usize) {
     if i % YIELD_EVERY == YIELD_EVERY - 1 {
         std::thread::yield_now();
