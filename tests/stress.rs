@@ -173,7 +173,7 @@ fn writers_purge_reloads_and_queries_for_30_seconds() {
                     (ResponseCode::NXDomain, _) => {}
                     (other, _) => panic!("w{k}: unexpected {other}"),
                 }
-                if i % 4 == 0 {
+                if i.is_multiple_of(4) {
                     let j = i % JUNK;
                     if let Some((rcode, _)) = negative(&server, &format!("j{j}.{ZONE}")) {
                         assert!(
@@ -182,7 +182,7 @@ fn writers_purge_reloads_and_queries_for_30_seconds() {
                         );
                     }
                 }
-                if i % 8 == 0
+                if i.is_multiple_of(8)
                     && let Some((rcode, serial)) = negative(&server, "nx.file.test.")
                 {
                     assert_eq!(rcode, ResponseCode::NXDomain);
