@@ -386,6 +386,12 @@ impl ZoneBuilder {
         }
         drop(build_sets);
         drop(recs);
+        let mut children = vec![0u32; nodes.len()];
+        for n in &nodes {
+            if let Some(c) = children.get_mut(n.parent as usize) {
+                *c += 1;
+            }
+        }
 
         let apex = nodes.first().copied();
         let soa = apex
@@ -420,7 +426,9 @@ impl ZoneBuilder {
                 rdata: rdata.into_boxed_slice(),
                 related: Box::default(),
                 refs: Box::default(),
+                children: children.into_boxed_slice(),
             }),
+            ext: None,
             negative_soa,
             record_count,
         };
@@ -739,7 +747,7 @@ mod tests {
         assert_eq!(z.cut(apex, apex_node), None);
         // The delegation's NS RRset links its in-domain glue as required.
         let ns = z.set(dn, RecordType::NS).unwrap();
-        let (glue, required) = z.related(ns);
+        let (glue, required) = z.related(dn, ns);
         assert_eq!(required, 1);
         assert_eq!(glue.count(), 1);
         assert_eq!(z.name_count(), 8);
