@@ -108,7 +108,10 @@ struct Item<'a> {
     rdata: &'a [u8],
     /// Owner spelling when the record comes from the event.
     owner: Option<&'a [u8]>,
+    /// RDATA hash as the store keys records (RFC 4034 §6.2 lowercased names).
     hash: u64,
+    /// Taken out by a removal.
+    gone: bool,
 }
 
 struct Work<'a> {
@@ -328,6 +331,7 @@ impl<'a> Work<'a> {
                         rdata: rd,
                         owner: None,
                         hash: 0,
+                        gone: false,
                     });
                 }
             }
@@ -338,22 +342,33 @@ impl<'a> Work<'a> {
                     rdata: &rec.rdata,
                     owner: Some(&rec.owner),
                     hash: 0,
+                    gone: false,
                 });
             }
-            // A removed record may be one added earlier in the same transaction: take the
-            // removals out of current + added (an exact multiset difference).
-            for rec in removes {
-                let k = items
-                    .iter()
-                    .position(|it| it.ttl == rec.ttl && rdata::same(rtype, it.rdata, &rec.rdata))
-                    .ok_or(NeedsRebuild("a removed record is not in the snapshot"))?;
-                items.swap_remove(k);
-            }
-            // The store's key order within an RRset (what a rebuild would give).
+            // The store's key order within an RRset (what a rebuild would give), which also
+            // makes finding a record a binary search.
             for it in items.iter_mut() {
                 it.hash = rdata_hash(rtype, it.rdata);
             }
             items.sort_by_key(|it| it.hash);
+            // A removed record may be one added earlier in the same transaction: take the
+            // removals out of current + added (an exact multiset difference).
+            for rec in removes {
+                let hash = rdata_hash(rtype, &rec.rdata);
+                let from = items.partition_point(|it| it.hash < hash);
+                let found = items
+                    .get(from..)
+                    .unwrap_or_default()
+                    .iter()
+                    .take_while(|it| it.hash == hash)
+                    .position(|it| {
+                        !it.gone && it.ttl == rec.ttl && rdata::same(rtype, it.rdata, &rec.rdata)
+                    })
+                    .and_then(|k| items.get_mut(from + k))
+                    .ok_or(NeedsRebuild("a removed record is not in the snapshot"))?;
+                found.gone = true;
+            }
+            items.retain(|it| !it.gone);
             for pair in items.windows(2) {
                 if let [x, y] = pair
                     && x.hash == y.hash
