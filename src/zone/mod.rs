@@ -13,7 +13,15 @@
 //! - `nodes`: 16 bytes per name (name offset, parent, first RRset, flags);
 //! - `index`: an open-addressing hash table from lowercase name to node;
 //! - `sets`: 20 bytes per RRset (type, TTL, span of its data, related data);
-//! - `rdata`: every RRset's RDATA, length-prefixed and uncompressed (see [`rdata`]).
+//! - `rdata`: every RRset's RDATA, length-prefixed and uncompressed (see [`rdata`]);
+//! - `related`/`refs`: additional-section data linked at build time (see `related`);
+//! - `children`: child count per node (for patches).
+//!
+//! A store-managed zone changes by patches ([`Zone::patch`], see `patch`): the next
+//! snapshot shares the tables and adds a small extension whose entries continue each
+//! table's index space. Accessors read the base tables first and fall back to the
+//! extension only for indices past their end, so a zone without an extension pays one
+//! never-taken branch per lookup.
 //!
 //! What must not live here: wire parsing/encoding (see `wire`), answer rules (see `auth`).
 
