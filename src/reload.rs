@@ -557,6 +557,12 @@ const COMPACT_RATIO: usize = 16;
 const COMPACT_MIN_BYTES: usize = 256 << 10;
 /// ... and large ones at this many at most (about 1 ms to copy per change).
 const COMPACT_MAX_BYTES: usize = 8 << 20;
+/// A patched zone looks up NS/MX/SRV additional data at query time (several times the cost
+/// of a referral from build-time links), so it is also compacted once its changes pause
+/// for this long ...
+const COMPACT_IDLE: Duration = Duration::from_secs(5);
+/// ... or at the latest this long after its first patch, under a steady stream of changes.
+const COMPACT_MAX_AGE: Duration = Duration::from_secs(60);
 /// Events kept per zone while a rebuild runs, to replay onto its result. Past this, they
 /// are dropped and another rebuild follows the running one.
 const MAX_PENDING_EVENTS: usize = 1 << 16;
@@ -573,6 +579,28 @@ struct ZoneUpdates {
     pending: Vec<Arc<ChangeEvent>>,
     /// Pending events were dropped: the running rebuild's result cannot be completed.
     overflow: bool,
+    /// The zone's origin (case kept), for rebuilds.
+    origin: Option<Name>,
+    /// When the served snapshot got its first and its latest patch since it was flat.
+    first_patch: Option<Instant>,
+    last_patch: Option<Instant>,
+}
+
+impl ZoneUpdates {
+    /// When the served snapshot is due for compaction (see [`COMPACT_IDLE`]).
+    fn compact_due(&self) -> Option<Instant> {
+        if self.rebuilding {
+            return None;
+        }
+        let first = self.first_patch?;
+        let last = self.last_patch.unwrap_or(first);
+        Some((last + COMPACT_IDLE).min(first + COMPACT_MAX_AGE))
+    }
+
+    fn patched(&mut self, now: Instant) {
+        self.first_patch.get_or_insert(now);
+        self.last_patch = Some(now);
+    }
 }
 
 type Rebuilt = (
@@ -588,15 +616,28 @@ type Rebuilt = (
 /// generation + 1) is applied as a patch ([`Zone::patch`]: milliseconds, whatever the zone
 /// size) and published at once. A change the patch cannot express, a gap in the sequence or
 /// a resync signal stalls the zone and rebuilds it from the store on a heavy-job blocking
-/// thread; a zone whose patch extension has grown is rebuilt in the background while
-/// patches continue (compaction). Either way, the events newer than the rebuild's
+/// thread; a zone whose patch extension has grown, or whose changes have paused (see
+/// [`COMPACT_IDLE`]), is rebuilt in the background while patches continue (compaction). Either way, the events newer than the rebuild's
 /// generation are replayed onto its result before it is published. Replaced snapshots are
 /// retired on the heavy runtime.
 async fn snapshot_updater(store: Store, published: Arc<Published>, mut events: Subscription) {
     let mut zones: HashMap<LowerName, ZoneUpdates> = HashMap::new();
     let mut rebuilds: JoinSet<Rebuilt> = JoinSet::new();
     loop {
+        let due = zones.values().filter_map(ZoneUpdates::compact_due).min();
+        let compact_at = tokio::time::Instant::from_std(due.unwrap_or_else(Instant::now));
         tokio::select! {
+            _ = tokio::time::sleep_until(compact_at), if due.is_some() => {
+                let now = Instant::now();
+                for (key, st) in zones.iter_mut() {
+                    if st.compact_due().is_some_and(|d| d <= now)
+                        && let Some(origin) = st.origin.clone()
+                    {
+                        debug!(zone = %origin, "compacting the zone snapshot after its changes");
+                        start_rebuild(&store, &mut rebuilds, st, key.clone(), origin);
+                    }
+                }
+            },
             event = events.recv() => match event {
                 Ok(e) => on_event(&store, &published, &mut zones, &mut rebuilds, &e),
                 Err(Lagged::Resync(_)) => {
@@ -636,6 +677,7 @@ fn on_event(
         _ => return,
     };
     let st = zones.entry(key.clone()).or_default();
+    st.origin.get_or_insert_with(|| event.zone.clone());
     if st.rebuilding {
         if st.pending.len() < MAX_PENDING_EVENTS {
             st.pending.push(Arc::clone(event));
@@ -674,6 +716,7 @@ fn on_event(
                     "zone snapshot patched"
                 );
                 tokio::spawn(retire(old));
+                st.patched(Instant::now());
             }
             if compact && !st.rebuilding {
                 debug!(zone = %event.zone, patch_bytes = patch_size, "compacting the zone snapshot");
@@ -701,6 +744,8 @@ fn start_rebuild(
     st.rebuilding = true;
     st.pending.clear();
     st.overflow = false;
+    st.first_patch = None;
+    st.last_patch = None;
     let store = store.clone();
     rebuilds.spawn_blocking(move || {
         let started = Instant::now();
@@ -753,6 +798,9 @@ fn on_rebuilt(
         return;
     }
     st.stalled = false;
+    if zone.patch_size() > 0 {
+        st.patched(Instant::now());
+    }
     let serial = zone.serial();
     let snap = Snap {
         zone: Arc::new(zone),

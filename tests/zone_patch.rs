@@ -676,6 +676,21 @@ fn store_changes_are_served_over_udp() {
     assert!(cut.seq < after.seq);
     let served = zones.load().iter().next().cloned().unwrap();
     assert_eq!(served.serial(), after.new_serial);
+    drop(served);
+
+    // Once changes pause, the patched snapshot is folded back into flat tables (build-time
+    // links for additional data again), serving the same data.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while zones.load().iter().next().unwrap().patch_size() > 0 {
+        assert!(Instant::now() < deadline, "never compacted");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let served = zones.load().iter().next().cloned().unwrap();
+    assert_eq!(served.serial(), after.new_serial);
+    assert_eq!(
+        a_answer(addr, "h.z.test."),
+        (ResponseCode::NoError, vec!["192.0.2.5".into()], None)
+    );
 
     token.cancel();
     drop((store, loader, served));
