@@ -15,7 +15,7 @@ use std::slice;
 use hickory_proto::rr::RecordType;
 
 use super::rdata::{self, Rdatas};
-use super::{Node, RdataSet, SetRef, WireRRset, Zone, parent_wire, wire_is_below_or_eq};
+use super::{Node, RdataSet, SetRef, WireRRset, Zone, parent_wire};
 
 /// Iterator over the additional-section RRsets of one RRset (see [`Zone::related`]).
 #[derive(Clone)]
@@ -169,6 +169,23 @@ impl<'z> Resolve<'z> {
         let Some((_, target)) = rdata::related_target(self.rtype, rd) else {
             return;
         };
+        // Cheapest checks first: the pass, the zone, an earlier record with this target
+        // (handled there); names compare without regard to case (RFC 4343).
+        let required = self
+            .cut
+            .is_some_and(|cut| below_or_eq_ignore_case(target, cut));
+        if required != (self.pass == Pass::Required)
+            || !below_or_eq_ignore_case(target, zone.origin_wire())
+        {
+            return;
+        }
+        let earlier = self.data.get(..at).unwrap_or_default();
+        if Rdatas::new(earlier).any(|e| {
+            rdata::related_target(self.rtype, e)
+                .is_some_and(|(_, o)| o.eq_ignore_ascii_case(target))
+        }) {
+            return;
+        }
         let mut buf = [0u8; 255];
         let Some(t) = buf.get_mut(..target.len()) else {
             return;
@@ -177,20 +194,6 @@ impl<'z> Resolve<'z> {
             *d = c.to_ascii_lowercase();
         }
         let t: &[u8] = t;
-        if !wire_is_below_or_eq(t, zone.origin_wire()) {
-            return;
-        }
-        // A target named by an earlier record was handled there.
-        let earlier = self.data.get(..at).unwrap_or_default();
-        if Rdatas::new(earlier).any(|e| {
-            rdata::related_target(self.rtype, e).is_some_and(|(_, o)| o.eq_ignore_ascii_case(t))
-        }) {
-            return;
-        }
-        let required = self.cut.is_some_and(|cut| below_or_eq_ignore_case(t, cut));
-        if required != (self.pass == Pass::Required) {
-            return;
-        }
         if let Some((_, node)) = zone.lookup(t) {
             self.owner = zone.owner(node);
             self.sets = zone.sets(node).iter();
@@ -214,7 +217,7 @@ impl<'z> Resolve<'z> {
     }
 }
 
-/// Whether the lowercase wire name `name` is `ancestor` (any case) or below it.
+/// Whether the wire name `name` is `ancestor` or below it, ignoring ASCII case.
 fn below_or_eq_ignore_case(name: &[u8], ancestor: &[u8]) -> bool {
     let mut cur = name;
     while cur.len() > ancestor.len() {
