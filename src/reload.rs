@@ -10,8 +10,9 @@
 //!   and the parsed zone is served.
 //! - **store-managed** (`managed = "store"`): the zone lives in the store and changes only
 //!   through [`crate::store::Store::apply`]; a configured file only seeds a zone that is not
-//!   in the store yet. The snapshot updater (a change-stream consumer) rebuilds the zone
-//!   after each committed change.
+//!   in the store yet. The snapshot updater (a change-stream consumer) patches the served
+//!   snapshot with each committed change ([`Zone::patch`]) and rebuilds it from the store
+//!   when a patch cannot (see `snapshot_updater`).
 //!
 //! Every change is published as one new [`ZoneSet`] with a single atomic store: queries see
 //! either the old or the new set, never a mix. A zone that fails to load keeps serving its
@@ -20,7 +21,7 @@
 //! Everything here is blocking, CPU-heavy work: it must run on the heavy-job runtime
 //! (see `runtime`), never on a latency worker.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -29,12 +30,14 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use hickory_proto::rr::{LowerName, Name};
 use tokio::runtime::Handle;
+use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{Config, ConfigError, Overrides, ZoneSource};
 pub use crate::store::Fingerprint;
 use crate::store::{
-    ChangeKind, Import, Lagged, Managed, Source, Store, StoreError, StoreOptions, Subscription,
+    ChangeEvent, ChangeKind, Import, Lagged, Managed, Source, Store, StoreError, StoreOptions,
+    Subscription, ZoneMeta,
 };
 use crate::zone::file::{ZoneFileError, load_zone};
 use crate::zone::{Zone, ZoneSet};
@@ -181,12 +184,15 @@ impl Published {
         (self.zones.swap(Arc::new(set)), served)
     }
 
-    /// Publishes a new version of one store-managed zone that is still served and older.
-    fn publish_one(&self, snap: Snap) -> Option<Arc<ZoneSet>> {
+    /// Publishes a new version of one store-managed zone that is still served and older
+    /// (or, with `same_generation`, as old: a compacted copy of the served version).
+    fn publish_one(&self, snap: Snap, same_generation: bool) -> Option<Arc<ZoneSet>> {
         let mut cur = self.current.lock().ok()?;
         let key = snap.zone.origin_lower().clone();
         let c = cur.get(&key)?;
-        if c.managed != Managed::Store || c.generation >= snap.generation {
+        let newer =
+            c.generation < snap.generation || (same_generation && c.generation == snap.generation);
+        if c.managed != Managed::Store || !newer {
             return None;
         }
         let mut set = (**self.zones.load()).clone();
@@ -542,61 +548,274 @@ fn load_one(source: &ZoneSource, store: &Store, fingerprint: Option<Fingerprint>
     }
 }
 
-/// Change-stream consumer: after each committed change to a store-managed zone, builds the
-/// zone from the store (on a heavy-job blocking thread) and publishes it. Changes that
-/// arrive meanwhile are coalesced: each zone is rebuilt once per batch. A resync signal
-/// rebuilds every served store-managed zone.
+/// A patched zone is rebuilt from the store in the background (compaction) once its patch
+/// extension holds this fraction of the zone's bytes: every patch copies the extension, so
+/// its cost grows with it, while a rebuild costs about the zone's size once.
+const COMPACT_RATIO: usize = 16;
+/// Bounds of that threshold: small zones are compacted at this many extension bytes (a
+/// rebuild is cheap there) ...
+const COMPACT_MIN_BYTES: usize = 256 << 10;
+/// ... and large ones at this many at most (about 1 ms to copy per change).
+const COMPACT_MAX_BYTES: usize = 8 << 20;
+/// A patched zone looks up NS/MX/SRV additional data at query time (several times the cost
+/// of a referral from build-time links), so it is also compacted once its changes pause
+/// for this long ...
+const COMPACT_IDLE: Duration = Duration::from_secs(5);
+/// ... or at the latest this long after its first patch, under a steady stream of changes.
+const COMPACT_MAX_AGE: Duration = Duration::from_secs(60);
+/// Events kept per zone while a rebuild runs, to replay onto its result. Past this, they
+/// are dropped and another rebuild follows the running one.
+const MAX_PENDING_EVENTS: usize = 1 << 16;
+
+/// What the snapshot updater tracks for one store-managed zone.
+#[derive(Default)]
+struct ZoneUpdates {
+    /// A rebuild from the store is running.
+    rebuilding: bool,
+    /// The served snapshot cannot take further events as patches (a change needed a
+    /// rebuild, or events were missed); they wait for the running rebuild.
+    stalled: bool,
+    /// Events received since the running rebuild started, for replay onto its result.
+    pending: Vec<Arc<ChangeEvent>>,
+    /// Pending events were dropped: the running rebuild's result cannot be completed.
+    overflow: bool,
+    /// The zone's origin (case kept), for rebuilds.
+    origin: Option<Name>,
+    /// When the served snapshot got its first and its latest patch since it was flat.
+    first_patch: Option<Instant>,
+    last_patch: Option<Instant>,
+}
+
+impl ZoneUpdates {
+    /// When the served snapshot is due for compaction (see [`COMPACT_IDLE`]).
+    fn compact_due(&self) -> Option<Instant> {
+        if self.rebuilding {
+            return None;
+        }
+        let first = self.first_patch?;
+        let last = self.last_patch.unwrap_or(first);
+        Some((last + COMPACT_IDLE).min(first + COMPACT_MAX_AGE))
+    }
+
+    fn patched(&mut self, now: Instant) {
+        self.first_patch.get_or_insert(now);
+        self.last_patch = Some(now);
+    }
+}
+
+type Rebuilt = (
+    LowerName,
+    Name,
+    Instant,
+    Result<(Zone, ZoneMeta), StoreError>,
+);
+
+/// Change-stream consumer that keeps store-managed zones' snapshots current.
+///
+/// Each committed change that continues the served snapshot (journal sequence =
+/// generation + 1) is applied as a patch ([`Zone::patch`]: milliseconds, whatever the zone
+/// size) and published at once. A change the patch cannot express, a gap in the sequence or
+/// a resync signal stalls the zone and rebuilds it from the store on a heavy-job blocking
+/// thread; a zone whose patch extension has grown, or whose changes have paused (see
+/// [`COMPACT_IDLE`]), is rebuilt in the background while patches continue (compaction). Either way, the events newer than the rebuild's
+/// generation are replayed onto its result before it is published. Replaced snapshots are
+/// retired on the heavy runtime.
 async fn snapshot_updater(store: Store, published: Arc<Published>, mut events: Subscription) {
+    let mut zones: HashMap<LowerName, ZoneUpdates> = HashMap::new();
+    let mut rebuilds: JoinSet<Rebuilt> = JoinSet::new();
     loop {
-        let mut zones: BTreeMap<LowerName, Name> = BTreeMap::new();
-        let mut resync = false;
-        let mut next = Some(events.recv().await);
-        while let Some(event) = next {
-            match event {
-                Ok(e) if e.kind == ChangeKind::Update => {
-                    zones.insert(LowerName::new(&e.zone), e.zone.clone());
-                }
-                // Whole-zone imports are published by the loader that ran them.
-                Ok(_) => {}
-                Err(Lagged::Resync(_)) => resync = true,
-                Err(Lagged::Closed) => return,
-            }
-            next = events.try_recv();
-        }
-        if resync {
-            for origin in published.store_managed() {
-                zones.insert(LowerName::new(&origin), origin);
-            }
-        }
-        for origin in zones.into_values() {
-            let job_store = store.clone();
-            let started = Instant::now();
-            let built = tokio::task::spawn_blocking(move || {
-                job_store.build_zone(&origin).map(|z| (origin, z))
-            })
-            .await;
-            match built {
-                Ok(Ok((origin, (zone, meta)))) => {
-                    let serial = zone.serial();
-                    let snap = Snap {
-                        zone: Arc::new(zone),
-                        managed: Managed::Store,
-                        generation: meta.journal_seq,
-                    };
-                    if let Some(old) = published.publish_one(snap) {
-                        debug!(
-                            zone = %origin,
-                            serial,
-                            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
-                            "zone snapshot updated from the store"
-                        );
-                        retire(old).await;
+        let due = zones.values().filter_map(ZoneUpdates::compact_due).min();
+        let compact_at = tokio::time::Instant::from_std(due.unwrap_or_else(Instant::now));
+        tokio::select! {
+            _ = tokio::time::sleep_until(compact_at), if due.is_some() => {
+                let now = Instant::now();
+                for (key, st) in zones.iter_mut() {
+                    if st.compact_due().is_some_and(|d| d <= now)
+                        && let Some(origin) = st.origin.clone()
+                    {
+                        debug!(zone = %origin, "compacting the zone snapshot after its changes");
+                        start_rebuild(&store, &mut rebuilds, st, key.clone(), origin);
                     }
                 }
-                Ok(Err(e)) => error!("zone snapshot update failed: {e}"),
-                Err(e) => error!("zone snapshot update job failed: {e}"),
+            },
+            event = events.recv() => match event {
+                Ok(e) => on_event(&store, &published, &mut zones, &mut rebuilds, &e),
+                Err(Lagged::Resync(_)) => {
+                    for origin in published.store_managed() {
+                        let key = LowerName::new(&origin);
+                        let st = zones.entry(key.clone()).or_default();
+                        st.stalled = true;
+                        // A running rebuild may have missed the lost events too.
+                        st.overflow |= st.rebuilding;
+                        if !st.rebuilding {
+                            start_rebuild(&store, &mut rebuilds, st, key, origin);
+                        }
+                    }
+                }
+                Err(Lagged::Closed) => return,
+            },
+            Some(done) = rebuilds.join_next(), if !rebuilds.is_empty() => match done {
+                Ok(rebuilt) => on_rebuilt(&store, &published, &mut zones, &mut rebuilds, rebuilt),
+                Err(e) => error!("zone snapshot rebuild job failed: {e}"),
+            },
+        }
+    }
+}
+
+/// Applies one change event to its zone's served snapshot (see [`snapshot_updater`]).
+fn on_event(
+    store: &Store,
+    published: &Published,
+    zones: &mut HashMap<LowerName, ZoneUpdates>,
+    rebuilds: &mut JoinSet<Rebuilt>,
+    event: &Arc<ChangeEvent>,
+) {
+    let key = LowerName::new(&event.zone);
+    // Whole-zone imports are published by the loader that ran them.
+    let snap = match published.snap(&key) {
+        Some(s) if s.managed == Managed::Store => s,
+        _ => return,
+    };
+    let st = zones.entry(key.clone()).or_default();
+    st.origin.get_or_insert_with(|| event.zone.clone());
+    if st.rebuilding {
+        if st.pending.len() < MAX_PENDING_EVENTS {
+            st.pending.push(Arc::clone(event));
+        } else {
+            st.overflow = true;
+        }
+    }
+    if event.kind != ChangeKind::Update || st.stalled || event.seq <= snap.generation {
+        return;
+    }
+    let started = Instant::now();
+    let patched = if event.seq == snap.generation + 1 {
+        snap.zone.patch(event).map_err(|e| e.to_string())
+    } else {
+        Err(format!(
+            "change {} after snapshot generation {}",
+            event.seq, snap.generation
+        ))
+    };
+    match patched {
+        Ok(zone) => {
+            let patch_size = zone.patch_size();
+            let compact = patch_size
+                > (zone.heap_size() / COMPACT_RATIO).clamp(COMPACT_MIN_BYTES, COMPACT_MAX_BYTES);
+            let next = Snap {
+                zone: Arc::new(zone),
+                managed: Managed::Store,
+                generation: event.seq,
+            };
+            if let Some(old) = published.publish_one(next, false) {
+                debug!(
+                    zone = %event.zone,
+                    serial = event.new_serial,
+                    patch_bytes = patch_size,
+                    elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+                    "zone snapshot patched"
+                );
+                tokio::spawn(retire(old));
+                st.patched(Instant::now());
+            }
+            if compact && !st.rebuilding {
+                debug!(zone = %event.zone, patch_bytes = patch_size, "compacting the zone snapshot");
+                start_rebuild(store, rebuilds, st, key, event.zone.clone());
             }
         }
+        Err(why) => {
+            debug!(zone = %event.zone, seq = event.seq, "zone snapshot rebuild: {why}");
+            st.stalled = true;
+            if !st.rebuilding {
+                start_rebuild(store, rebuilds, st, key, event.zone.clone());
+            }
+        }
+    }
+}
+
+/// Starts building `origin` from the store on a heavy-job blocking thread.
+fn start_rebuild(
+    store: &Store,
+    rebuilds: &mut JoinSet<Rebuilt>,
+    st: &mut ZoneUpdates,
+    key: LowerName,
+    origin: Name,
+) {
+    st.rebuilding = true;
+    st.pending.clear();
+    st.overflow = false;
+    st.first_patch = None;
+    st.last_patch = None;
+    let store = store.clone();
+    rebuilds.spawn_blocking(move || {
+        let started = Instant::now();
+        let built = store.build_zone(&origin);
+        (key, origin, started, built)
+    });
+}
+
+/// Completes a rebuild: replays the events newer than it and publishes the result.
+fn on_rebuilt(
+    store: &Store,
+    published: &Published,
+    zones: &mut HashMap<LowerName, ZoneUpdates>,
+    rebuilds: &mut JoinSet<Rebuilt>,
+    (key, origin, started, built): Rebuilt,
+) {
+    let st = zones.entry(key.clone()).or_default();
+    st.rebuilding = false;
+    let pending = std::mem::take(&mut st.pending);
+    let (mut zone, meta) = match built {
+        Ok(b) => b,
+        Err(e) => {
+            // The next event finds a gap and tries again.
+            error!(zone = %origin, "zone snapshot rebuild failed: {e}");
+            st.stalled = false;
+            return;
+        }
+    };
+    let built_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let mut generation = meta.journal_seq;
+    let mut complete = !st.overflow;
+    for event in pending.iter().filter(|e| e.seq > meta.journal_seq) {
+        let next = (event.seq == generation + 1)
+            .then(|| zone.patch(event).ok())
+            .flatten();
+        match next {
+            Some(z) => {
+                zone = z;
+                generation = event.seq;
+            }
+            None => {
+                complete = false;
+                break;
+            }
+        }
+    }
+    if !complete {
+        // Events this result cannot take: build again (the new read includes them).
+        start_rebuild(store, rebuilds, st, key, origin);
+        return;
+    }
+    st.stalled = false;
+    if zone.patch_size() > 0 {
+        st.patched(Instant::now());
+    }
+    let serial = zone.serial();
+    let snap = Snap {
+        zone: Arc::new(zone),
+        managed: Managed::Store,
+        generation,
+    };
+    if let Some(old) = published.publish_one(snap, true) {
+        debug!(
+            zone = %origin,
+            serial,
+            build_ms = built_ms,
+            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "zone snapshot rebuilt from the store"
+        );
+        tokio::spawn(retire(old));
     }
 }
 
