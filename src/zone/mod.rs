@@ -18,6 +18,7 @@
 
 mod build;
 pub mod file;
+pub mod image;
 pub mod rdata;
 
 use std::borrow::Cow;
