@@ -260,20 +260,16 @@ impl StoredRecord {
     }
 
     pub fn encode_into(&self, out: &mut Vec<u8>) {
-        out.push(RECORD_VERSION);
-        out.extend_from_slice(&u16::from(self.rtype).to_be_bytes());
-        out.extend_from_slice(&self.ttl.to_be_bytes());
-        out.extend_from_slice(&self.meta.created.to_be_bytes());
-        out.extend_from_slice(&self.meta.updated.to_be_bytes());
-        out.push(self.meta.source.code());
-        put_bytes8(out, &self.owner);
-        put_bytes16(out, &self.rdata);
-        out.extend_from_slice(
-            &(self.meta.tags.len().min(usize::from(u16::MAX)) as u16).to_be_bytes(),
+        encode_record(
+            out,
+            RecordParts {
+                rtype: self.rtype,
+                ttl: self.ttl,
+                owner: &self.owner,
+                rdata: &self.rdata,
+                meta: &self.meta,
+            },
         );
-        for t in self.meta.tags.iter().take(usize::from(u16::MAX)) {
-            put_bytes16(out, t.as_bytes());
-        }
     }
 
     pub fn decode(bytes: &[u8]) -> Option<StoredRecord> {
@@ -320,6 +316,32 @@ impl StoredRecord {
     /// The owner in lowercase wire form.
     pub fn owner_lower(&self) -> Vec<u8> {
         self.owner.to_ascii_lowercase()
+    }
+}
+
+/// A record to encode, borrowed (whole-zone imports encode from the zone snapshot without
+/// an allocation per record).
+pub struct RecordParts<'a> {
+    pub rtype: RecordType,
+    pub ttl: u32,
+    pub owner: &'a [u8],
+    pub rdata: &'a [u8],
+    pub meta: &'a RecordMeta,
+}
+
+/// Appends the value form of a [`StoredRecord`].
+pub fn encode_record(out: &mut Vec<u8>, r: RecordParts<'_>) {
+    out.push(RECORD_VERSION);
+    out.extend_from_slice(&u16::from(r.rtype).to_be_bytes());
+    out.extend_from_slice(&r.ttl.to_be_bytes());
+    out.extend_from_slice(&r.meta.created.to_be_bytes());
+    out.extend_from_slice(&r.meta.updated.to_be_bytes());
+    out.push(r.meta.source.code());
+    put_bytes8(out, r.owner);
+    put_bytes16(out, r.rdata);
+    out.extend_from_slice(&(r.meta.tags.len().min(usize::from(u16::MAX)) as u16).to_be_bytes());
+    for t in r.meta.tags.iter().take(usize::from(u16::MAX)) {
+        put_bytes16(out, t.as_bytes());
     }
 }
 
@@ -396,14 +418,19 @@ pub fn key_zone(key: &[u8]) -> Option<u32> {
 /// Hash of RDATA with the names of RFC 4034 §6.2 types lowercased, so two RDATAs that
 /// [`rdata::same`] calls equal get the same key.
 pub fn rdata_hash(rtype: RecordType, data: &[u8]) -> u64 {
+    rdata_hash_with(rtype, data, &mut Vec::new())
+}
+
+/// [`rdata_hash`] with a scratch buffer the caller reuses.
+pub fn rdata_hash_with(rtype: RecordType, data: &[u8], canon: &mut Vec<u8>) -> u64 {
     if let Some(layout) = rdata::layout(rtype) {
-        let mut canon = Vec::with_capacity(data.len());
+        canon.clear();
         let ok = rdata::walk(layout, data, |part, bytes| match part {
             Part::Name => canon.extend(bytes.iter().map(u8::to_ascii_lowercase)),
             _ => canon.extend_from_slice(bytes),
         });
         if ok {
-            return stable_hash(&canon);
+            return stable_hash(canon);
         }
     }
     stable_hash(data)
