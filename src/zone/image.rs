@@ -28,11 +28,14 @@
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use hickory_proto::rr::LowerName;
 
-use super::{Index, NONE, Node, RdataSet, Related, SetRef, Slot, Zone, case_wire, hash_name};
+use super::{
+    Index, NONE, Node, RdataSet, Related, SetRef, Slot, Tables, Zone, case_wire, hash_name,
+};
 
 const MAGIC: &[u8; 8] = b"MUNZIMG\0";
 const VERSION: u32 = 1;
@@ -96,23 +99,23 @@ pub fn write(zone: &Zone, tie: &[u8], out: impl Write) -> io::Result<()> {
     h.extend_from_slice(&zone.serial.to_le_bytes());
     h.extend_from_slice(&(zone.record_count as u64).to_le_bytes());
     h.extend_from_slice(&set_bytes(&zone.negative_soa));
-    h.extend_from_slice(&(zone.index.len as u64).to_le_bytes());
+    h.extend_from_slice(&(zone.t.index.len as u64).to_le_bytes());
     for n in [
-        zone.names.len(),
-        zone.nodes.len(),
-        zone.index.slots.len(),
-        zone.sets.len(),
-        zone.rdata.len(),
-        zone.related.len(),
-        zone.refs.len(),
+        zone.t.names.len(),
+        zone.t.nodes.len(),
+        zone.t.index.slots.len(),
+        zone.t.sets.len(),
+        zone.t.rdata.len(),
+        zone.t.related.len(),
+        zone.t.refs.len(),
     ] {
         h.extend_from_slice(&(n as u64).to_le_bytes());
     }
     w.write_all(&h)?;
     w.finish_section()?;
 
-    w.write_all(&zone.names)?;
-    put_table(&mut w, &zone.nodes, |n, b: &mut [u8; NODE_SIZE]| {
+    w.write_all(&zone.t.names)?;
+    put_table(&mut w, &zone.t.nodes, |n, b: &mut [u8; NODE_SIZE]| {
         b[0..4].copy_from_slice(&n.name.to_le_bytes());
         b[4..8].copy_from_slice(&n.parent.to_le_bytes());
         b[8..12].copy_from_slice(&n.sets.to_le_bytes());
@@ -120,20 +123,20 @@ pub fn write(zone: &Zone, tie: &[u8], out: impl Write) -> io::Result<()> {
         b[14] = n.name_len;
         b[15] = n.flags;
     })?;
-    put_table(&mut w, &zone.index.slots, |s, b: &mut [u8; SLOT_SIZE]| {
+    put_table(&mut w, &zone.t.index.slots, |s, b: &mut [u8; SLOT_SIZE]| {
         b[0..4].copy_from_slice(&s.hash.to_le_bytes());
         b[4..8].copy_from_slice(&s.node.to_le_bytes());
     })?;
-    put_table(&mut w, &zone.sets, |s, b: &mut [u8; SET_SIZE]| {
+    put_table(&mut w, &zone.t.sets, |s, b: &mut [u8; SET_SIZE]| {
         *b = set_bytes(s)
     })?;
-    w.write_all(&zone.rdata)?;
-    put_table(&mut w, &zone.related, |r, b: &mut [u8; RELATED_SIZE]| {
+    w.write_all(&zone.t.rdata)?;
+    put_table(&mut w, &zone.t.related, |r, b: &mut [u8; RELATED_SIZE]| {
         b[0..4].copy_from_slice(&r.refs.to_le_bytes());
         b[4..6].copy_from_slice(&r.len.to_le_bytes());
         b[6..8].copy_from_slice(&r.required.to_le_bytes());
     })?;
-    put_table(&mut w, &zone.refs, |r, b: &mut [u8; REF_SIZE]| {
+    put_table(&mut w, &zone.t.refs, |r, b: &mut [u8; REF_SIZE]| {
         b[0..4].copy_from_slice(&r.set.to_le_bytes());
         b[4..8].copy_from_slice(&r.owner.to_le_bytes());
     })?;
@@ -263,13 +266,15 @@ pub fn read(input: impl Read, len: u64, tie: &[u8]) -> Result<Zone, ImageError> 
         origin,
         origin_wire: origin_wire.into_boxed_slice(),
         serial,
-        names,
-        nodes,
-        index,
-        sets,
-        rdata,
-        related,
-        refs,
+        t: Arc::new(Tables {
+            names,
+            nodes,
+            index,
+            sets,
+            rdata,
+            related,
+            refs,
+        }),
         negative_soa,
         record_count,
     };
@@ -281,27 +286,27 @@ pub fn read(input: impl Read, len: u64, tie: &[u8]) -> Result<Zone, ImageError> 
 /// every parent precedes its child (parent walks end), and the index is a power-of-two
 /// table with a free slot (probes end) whose occupied slots name real nodes.
 fn check_structure(zone: &Zone) -> Result<(), ImageError> {
-    let apex = zone.nodes.first().ok_or(ImageError::Damaged("no apex"))?;
+    let apex = zone.t.nodes.first().ok_or(ImageError::Damaged("no apex"))?;
     if apex.parent != NONE || !zone.owner(apex).eq_ignore_ascii_case(&zone.origin_wire) {
         return Err(ImageError::Damaged("apex"));
     }
-    for (i, n) in zone.nodes.iter().enumerate().skip(1) {
+    for (i, n) in zone.t.nodes.iter().enumerate().skip(1) {
         if n.parent as usize >= i {
             return Err(ImageError::Damaged("node order"));
         }
     }
-    let slots = &zone.index.slots;
-    if !slots.len().is_power_of_two() || zone.index.len >= slots.len() {
+    let slots = &zone.t.index.slots;
+    if !slots.len().is_power_of_two() || zone.t.index.len >= slots.len() {
         return Err(ImageError::Damaged("index size"));
     }
     let mut used = 0usize;
     for s in slots.iter().filter(|s| s.node != NONE) {
-        if s.node as usize >= zone.nodes.len() {
+        if s.node as usize >= zone.t.nodes.len() {
             return Err(ImageError::Damaged("index entry"));
         }
         used += 1;
     }
-    if used != zone.index.len {
+    if used != zone.t.index.len {
         return Err(ImageError::Damaged("index count"));
     }
     Ok(())
@@ -642,19 +647,21 @@ mod tests {
     #[test]
     fn structure_is_checked_even_with_valid_checksums() {
         let mut z = zone();
-        let last = z.nodes.len() - 1;
-        z.nodes[1].parent = last as u32;
+        let t = Arc::get_mut(&mut z.t).unwrap();
+        let last = t.nodes.len() - 1;
+        t.nodes[1].parent = last as u32;
         let bytes = image(&z, b"t");
         let err = read(&bytes[..], bytes.len() as u64, b"t").unwrap_err();
         assert!(matches!(err, ImageError::Damaged("node order")), "{err}");
 
         let mut z = zone();
-        for s in z.index.slots.iter_mut() {
+        let t = Arc::get_mut(&mut z.t).unwrap();
+        for s in t.index.slots.iter_mut() {
             if s.node == NONE {
                 s.node = 0;
             }
         }
-        z.index.len = z.index.slots.len();
+        t.index.len = t.index.slots.len();
         let bytes = image(&z, b"t");
         let err = read(&bytes[..], bytes.len() as u64, b"t").unwrap_err();
         assert!(matches!(err, ImageError::Damaged("index size")), "{err}");

@@ -6,8 +6,9 @@
 //!
 //! # Layout
 //!
-//! Like Knot, a zone keeps its data in wire form, in a few flat tables addressed by `u32`
-//! indices rather than one heap object per record:
+//! Like Knot, a zone keeps its data in wire form, in a few flat tables (`Tables`, behind an
+//! `Arc` so that snapshots can share them) addressed by `u32` indices rather than one heap
+//! object per record:
 //! - `names`: every owner name once, in wire form with the case of the zone file;
 //! - `nodes`: 16 bytes per name (name offset, parent, first RRset, flags);
 //! - `index`: an open-addressing hash table from lowercase name to node;
@@ -382,6 +383,17 @@ pub struct Zone {
     origin_lower: LowerName,
     origin_wire: Box<[u8]>,
     serial: u32,
+    /// The big tables, shared by every snapshot made from this one.
+    t: Arc<Tables>,
+    /// The apex SOA with TTL = min(SOA TTL, SOA MINIMUM), for negative answers (RFC 2308 §3).
+    negative_soa: RdataSet,
+    record_count: usize,
+}
+
+/// A zone's data tables (see the module documentation), immutable once built and held
+/// behind an `Arc` so that several snapshots can share them.
+#[derive(Debug)]
+pub(crate) struct Tables {
     names: Box<[u8]>,
     /// Parents before children; node 0 is the apex.
     nodes: Box<[Node]>,
@@ -392,9 +404,6 @@ pub struct Zone {
     rdata: Box<[u8]>,
     related: Box<[Related]>,
     refs: Box<[SetRef]>,
-    /// The apex SOA with TTL = min(SOA TTL, SOA MINIMUM), for negative answers (RFC 2308 §3).
-    negative_soa: RdataSet,
-    record_count: usize,
 }
 
 impl Zone {
@@ -440,19 +449,20 @@ impl Zone {
     }
 
     pub fn name_count(&self) -> usize {
-        self.nodes.len()
+        self.t.nodes.len()
     }
 
     /// The node with this lowercase wire-form owner name, and its index.
     #[inline]
     pub fn lookup(&self, wire: &[u8]) -> Option<(u32, &Node)> {
         let hash = hash_name(wire);
-        let idx = self.index.probe(hash, |i| {
-            self.nodes
+        let idx = self.t.index.probe(hash, |i| {
+            self.t
+                .nodes
                 .get(i as usize)
                 .is_some_and(|n| self.owner(n).eq_ignore_ascii_case(wire))
         })?;
-        self.nodes.get(idx as usize).map(|n| (idx, n))
+        self.t.nodes.get(idx as usize).map(|n| (idx, n))
     }
 
     /// The node at exactly `name`, if the name exists (possibly as an empty non-terminal).
@@ -464,19 +474,20 @@ impl Zone {
     /// The node at `index` (as returned by [`Zone::lookup`], [`Zone::cut`], ...).
     #[inline]
     pub fn node_at(&self, index: u32) -> Option<&Node> {
-        self.nodes.get(index as usize)
+        self.t.nodes.get(index as usize)
     }
 
     /// Every node, parents before children.
     pub fn nodes(&self) -> impl Iterator<Item = &Node> {
-        self.nodes.iter()
+        self.t.nodes.iter()
     }
 
     /// The owner name of `node`: wire form, case as in the zone file.
     #[inline]
     pub fn owner(&self, node: &Node) -> &[u8] {
         let start = node.name as usize;
-        self.names
+        self.t
+            .names
             .get(start..start + usize::from(node.name_len))
             .unwrap_or_default()
     }
@@ -485,7 +496,8 @@ impl Zone {
     #[inline]
     pub fn sets(&self, node: &Node) -> &[RdataSet] {
         let start = node.sets as usize;
-        self.sets
+        self.t
+            .sets
             .get(start..start + usize::from(node.nsets))
             .unwrap_or_default()
     }
@@ -501,7 +513,8 @@ impl Zone {
     #[inline]
     pub fn data(&self, set: &RdataSet) -> &[u8] {
         let start = set.data as usize;
-        self.rdata
+        self.t
+            .rdata
             .get(start..start + set.len as usize)
             .unwrap_or_default()
     }
@@ -528,7 +541,7 @@ impl Zone {
         let (mut i, mut n) = (idx, *node);
         while n.flags & FLAG_NONAUTH != 0 {
             i = n.parent;
-            n = *self.nodes.get(i as usize)?;
+            n = *self.t.nodes.get(i as usize)?;
         }
         Some(i)
     }
@@ -551,24 +564,24 @@ impl Zone {
         &'z self,
         set: &RdataSet,
     ) -> (impl Iterator<Item = WireRRset<'z>> + 'z, usize) {
-        let related = self.related.get(set.related as usize);
+        let related = self.t.related.get(set.related as usize);
         let required = related.map_or(0, |r| usize::from(r.required));
         let refs = related
             .and_then(|r| {
                 let start = r.refs as usize;
-                self.refs.get(start..start + usize::from(r.len))
+                self.t.refs.get(start..start + usize::from(r.len))
             })
             .unwrap_or_default();
         (refs.iter().filter_map(|r| self.resolve(*r)), required)
     }
 
     fn resolve(&self, r: SetRef) -> Option<WireRRset<'_>> {
-        let set = self.sets.get(r.set as usize)?;
+        let set = self.t.sets.get(r.set as usize)?;
         let owner = if r.owner & SYNTH_OWNER != 0 {
-            let at = self.rdata.get((r.owner & !SYNTH_OWNER) as usize..)?;
+            let at = self.t.rdata.get((r.owner & !SYNTH_OWNER) as usize..)?;
             at.get(..rdata::name_len(at)?)?
         } else {
-            self.owner(self.nodes.get(r.owner as usize)?)
+            self.owner(self.t.nodes.get(r.owner as usize)?)
         };
         Some(WireRRset {
             owner: Cow::Borrowed(owner),
@@ -580,7 +593,7 @@ impl Zone {
 
     /// The apex SOA RRset (always present: the builder refuses zones without one).
     pub fn soa(&self) -> Option<WireRRset<'_>> {
-        let apex = self.nodes.first()?;
+        let apex = self.t.nodes.first()?;
         self.set(apex, RecordType::SOA).map(|s| self.view(apex, s))
     }
 
@@ -589,7 +602,7 @@ impl Zone {
     #[inline]
     pub fn negative_soa(&self) -> WireRRset<'_> {
         WireRRset {
-            owner: Cow::Borrowed(self.nodes.first().map_or(&[][..], |n| self.owner(n))),
+            owner: Cow::Borrowed(self.t.nodes.first().map_or(&[][..], |n| self.owner(n))),
             rtype: RecordType::SOA,
             ttl: self.negative_soa.ttl,
             rdata: Cow::Borrowed(self.data(&self.negative_soa)),
@@ -598,7 +611,8 @@ impl Zone {
 
     /// Every RRset of the zone, node by node (off the query path: exports, tests).
     pub fn rrsets(&self) -> impl Iterator<Item = WireRRset<'_>> {
-        self.nodes
+        self.t
+            .nodes
             .iter()
             .flat_map(move |n| self.sets(n).iter().map(move |s| self.view(n, s)))
     }
@@ -620,13 +634,13 @@ impl Zone {
 
     /// Approximate heap bytes held by the zone's tables.
     pub fn heap_size(&self) -> usize {
-        self.names.len()
-            + std::mem::size_of_val(&*self.nodes)
-            + std::mem::size_of_val(&*self.index.slots)
-            + std::mem::size_of_val(&*self.sets)
-            + self.rdata.len()
-            + std::mem::size_of_val(&*self.related)
-            + std::mem::size_of_val(&*self.refs)
+        self.t.names.len()
+            + std::mem::size_of_val(&*self.t.nodes)
+            + std::mem::size_of_val(&*self.t.index.slots)
+            + std::mem::size_of_val(&*self.t.sets)
+            + self.t.rdata.len()
+            + std::mem::size_of_val(&*self.t.related)
+            + std::mem::size_of_val(&*self.t.refs)
     }
 }
 
