@@ -369,6 +369,10 @@ async fn import_worker(imports: Weak<Imports>, store: Store, published: Arc<Publ
         };
         let stats = Arc::clone(&queue.stats);
         import_one(&store, &published, &stats, &key, import).await;
+        if queue.outstanding() <= 1 {
+            // The import's buffers (here and on the store writer) go back to the system.
+            crate::sys::trim_heap();
+        }
         queue.finish();
     }
 }
@@ -696,7 +700,15 @@ impl ZoneLoader {
         for (key, import) in imports {
             self.imports.enqueue(key, import);
         }
+        let loaded_any = reports
+            .iter()
+            .any(|r| matches!(r.outcome, ZoneOutcome::Added | ZoneOutcome::Changed));
         retire(retired).await;
+        if loaded_any {
+            // Parsing and building free large buffers in the middle of the heap; without
+            // this they stay resident (measured: +15 MB after a 100,000-name parse).
+            crate::sys::trim_heap();
+        }
         reports.sort_by(|a, b| a.origin.cmp(&b.origin));
         Ok(LoadReport {
             zones: reports,

@@ -346,9 +346,12 @@ fn a_crash_mid_import_restarts_from_the_file() {
     };
     assert_ne!(serial, served_serial);
 
-    // Restart: the file is parsed again (the store did not claim it), served, then stored.
-    let s = Server::start(&zones, &data, log("after".into()));
+    // Restart: the file is parsed again (the store did not claim it), served, then stored
+    // (waited for here: a debug build on a busy machine may need more than the grace
+    // period a stop gives the import).
+    let mut s = Server::start(&zones, &data, log("after".into()));
     s.assert_serves(served_serial, "192.0.2.2", hosts);
+    s.wait_for("zone image written", 0);
     let out = s.stop();
     assert_eq!(loaded_from(&out), ["file"], "{out}");
     assert!(out.contains("zone image written"), "{out}");

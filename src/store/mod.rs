@@ -31,6 +31,15 @@
 //! serial, because serials wrap (RFC 1982); the newest [`schema::JOURNAL_KEEP`] entries are
 //! kept.
 //!
+//! # Zone images
+//!
+//! Beside the store file, `images/zone-<id>.zimg` holds a zone's built snapshot (see
+//! [`crate::zone::image`]), written after each whole-zone import and after each build from
+//! the store, temp file + fsync + rename. An image is tied to the zone's [`ZoneMeta`] as
+//! encoded when it was made (journal sequence, serial, update time, file fingerprint...):
+//! any later write to the zone makes it stale, and a start then builds from the records
+//! instead. Images are a cache: deleting them loses nothing.
+//!
 //! # Source of truth
 //!
 //! A zone is either file-managed (its zone file wins: a changed file replaces the stored

@@ -98,19 +98,44 @@ pub struct Fingerprint {
 }
 
 impl Fingerprint {
-    /// Reads the whole file.
+    /// Reads the whole file, a buffer at a time (a start fingerprints every zone file: no
+    /// allocation the size of the file).
     pub fn of(path: &std::path::Path) -> std::io::Result<Fingerprint> {
-        let meta = std::fs::metadata(path)?;
-        let bytes = std::fs::read(path)?;
+        use std::hash::Hasher;
+        use std::io::Read;
+        let mut file = std::fs::File::open(path)?;
+        let meta = file.metadata()?;
+        let mut h = crate::zone::NameHasher::default();
+        // A multiple of 8: the hasher consumes 8-byte words, so feeding it whole buffers
+        // gives the same hash as feeding it the file at once (see `stable_hash`).
+        let mut buf = vec![0u8; 1 << 20];
+        let mut len = 0u64;
+        loop {
+            let mut filled = 0;
+            while let Some(rest) = buf.get_mut(filled..).filter(|r| !r.is_empty()) {
+                match file.read(rest) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            h.write(buf.get(..filled).unwrap_or_default());
+            len += filled as u64;
+            if filled < buf.len() {
+                break;
+            }
+        }
+        h.write_usize(usize::try_from(len).unwrap_or(usize::MAX));
         let mtime_ns = meta
             .modified()
             .ok()
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
         Ok(Fingerprint {
-            len: bytes.len() as u64,
+            len,
             mtime_ns,
-            hash: stable_hash(&bytes),
+            hash: h.finish(),
         })
     }
 }
@@ -686,6 +711,33 @@ mod tests {
             rdata_hash(RecordType::TXT, b"\x01A"),
             rdata_hash(RecordType::TXT, b"\x01a")
         );
+    }
+
+    #[test]
+    fn file_fingerprint_hash_is_the_hash_of_the_whole_content() {
+        let dir = std::env::temp_dir().join(format!("muninn-fp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // Around the buffer size: the streamed hash must equal the one-shot hash.
+        for len in [
+            0usize,
+            7,
+            8,
+            (1 << 20) - 1,
+            1 << 20,
+            (1 << 20) + 13,
+            3 << 20,
+        ] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+            let path = dir.join(format!("f{len}"));
+            std::fs::write(&path, &bytes).unwrap();
+            let fp = Fingerprint::of(&path).unwrap();
+            assert_eq!(
+                (fp.len, fp.hash),
+                (len as u64, stable_hash(&bytes)),
+                "{len}"
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
