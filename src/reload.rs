@@ -23,7 +23,8 @@
 //!
 //! [`Imports`] runs whole-zone imports one at a time, the newest version of each zone only:
 //! a version superseded before its import started is dropped, never imported, so two
-//! imports of one zone never race and a burst of reloads costs one import. The stored
+//! imports of one zone never race and a burst of reloads costs at most the import already
+//! running plus one. The stored
 //! fingerprint changes in the import's transaction, so until it commits (or after a crash
 //! mid-import) the next start parses the file again. While a zone's import is queued or
 //! running, its file is parsed rather than trusted to match the store; a store-managed zone
