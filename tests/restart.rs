@@ -265,8 +265,11 @@ fn restart_reads_the_image_and_a_missing_stale_or_damaged_one_falls_back_to_the_
     );
     assert_eq!(loaded_from(&out), ["store"], "{out}");
 
-    // Missing image: built from the store, image written again.
+    // Missing image: built from the store, image written again. The temporary file of an
+    // image write that a crash interrupted is removed at start.
     fs::remove_file(&path).unwrap();
+    let leftover = path.with_file_name("zone-1.zimg.tmp.999999.0");
+    fs::write(&leftover, b"half an image").unwrap();
     let mut s = Server::start(&zones, &data, log("6"));
     s.assert_serves(11, "192.0.2.77", HOSTS);
     s.wait_for("zone image written", 0);
@@ -276,6 +279,8 @@ fn restart_reads_the_image_and_a_missing_stale_or_damaged_one_falls_back_to_the_
         "{out}"
     );
     assert_eq!(loaded_from(&out), ["store"], "{out}");
+    assert!(out.contains("removed an unfinished zone image"), "{out}");
+    assert!(!leftover.exists());
 
     let s = Server::start(&zones, &data, log("7"));
     s.assert_serves(11, "192.0.2.77", HOSTS);

@@ -288,6 +288,8 @@ impl Store {
                 },
             })?;
         init_schema(&db)?;
+        // The store is ours alone now: a temporary image file is what a crash mid-write left.
+        remove_stale_image_temps(path);
         let db = Arc::new(db);
         let stats = Arc::new(StreamStats::default());
         let publisher = stream::Publisher::new(options.event_capacity, Arc::clone(&stats));
@@ -513,6 +515,30 @@ impl Store {
     /// Returns the image size in octets.
     pub fn save_image(&self, zone: &Zone, meta: &ZoneMeta) -> std::io::Result<u64> {
         image::save(&self.image_path(meta), zone, &meta.encode())
+    }
+}
+
+/// Removes the `*.tmp.*` files of interrupted image writes (see [`image::save`]).
+fn remove_stale_image_temps(store_path: &Path) {
+    let dir = store_path
+        .parent()
+        .map_or_else(PathBuf::new, Path::to_path_buf)
+        .join(IMAGE_DIR);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().contains(".zimg.tmp.") {
+            let path = entry.path();
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    tracing::info!(path = %path.display(), "removed an unfinished zone image")
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "cannot remove an unfinished zone image: {e}")
+                }
+            }
+        }
     }
 }
 
