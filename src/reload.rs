@@ -368,13 +368,24 @@ async fn import_worker(imports: Weak<Imports>, store: Store, published: Arc<Publ
             }
             continue;
         };
+        // Marks the import finished however this iteration ends, so that no waiter
+        // (a reload, the shutdown) can wait for it forever.
+        let running = Running(&queue);
         let stats = Arc::clone(&queue.stats);
         import_one(&store, &published, &stats, &key, import).await;
         if queue.outstanding() <= 1 {
             // The import's buffers (here and on the store writer) go back to the system.
             crate::sys::trim_heap();
         }
-        queue.finish();
+        drop(running);
+    }
+}
+
+struct Running<'a>(&'a Imports);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.finish();
     }
 }
 
