@@ -198,6 +198,7 @@ async fn run(
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(ServeError::Signals)?;
     let heavy = rt.heavy.handle();
     let zones = Arc::clone(loader.zones());
+    let imports = Arc::clone(loader.imports());
     let loader = Arc::new(Mutex::new(loader));
     let reload_requested = Arc::new(Notify::new());
     let metrics = Metrics::new(Arc::clone(&zones));
@@ -348,6 +349,23 @@ async fn run(
             grace_ms = grace.as_millis() as u64,
             "grace period over, exiting with tasks still running"
         ),
+    }
+    // Zones served but not yet stored: what is left of the grace period lets their imports
+    // commit, so that the next start need not parse those files again.
+    let outstanding = imports.outstanding();
+    if outstanding > 0 {
+        info!(
+            imports = outstanding,
+            "stopping: waiting for zone imports into the store"
+        );
+        let left = grace.saturating_sub(stopping.elapsed());
+        match tokio::time::timeout(left, imports.settled(None)).await {
+            Ok(()) => info!("zone imports finished"),
+            Err(_) => warn!(
+                imports = imports.outstanding(),
+                "grace period over before the zone imports committed; the next start parses those files again"
+            ),
+        }
     }
     Ok(())
 }

@@ -27,6 +27,7 @@
 
 mod build;
 pub mod file;
+pub mod image;
 mod patch;
 pub mod rdata;
 mod related;
