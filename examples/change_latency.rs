@@ -139,7 +139,8 @@ fn main() -> anyhow::Result<()> {
     };
     let rt = Runtimes::build(&runtime)?;
     let zones = Arc::new(ArcSwap::from_pointee(ZoneSet::new()));
-    let mut loader = ZoneLoader::new(Some(config), Overrides::default(), zones.clone());
+    let mut loader = ZoneLoader::new(Some(config), Overrides::default(), zones.clone())
+        .with_updater_runtime(rt.admin.handle().clone());
     let report = rt.heavy.block_on(loader.reload())?;
     if report.failed() > 0 {
         bail!("zone did not load: {report:?}");

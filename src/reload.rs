@@ -473,6 +473,8 @@ pub struct ZoneLoader {
     store: Option<Store>,
     store_dir: Option<PathBuf>,
     stats: Arc<LoadStats>,
+    /// Where the snapshot updater runs (default: the heavy-job runtime).
+    updater_rt: Option<Handle>,
     imports: Arc<Imports>,
 }
 
@@ -495,7 +497,15 @@ impl ZoneLoader {
             store_dir: None,
             imports: Arc::new(Imports::new(Arc::clone(&stats))),
             stats,
+            updater_rt: None,
         }
+    }
+
+    /// Runs the store's snapshot updater on `runtime` (normal priority) instead of the
+    /// heavy-job runtime the loader runs on.
+    pub fn with_updater_runtime(mut self, runtime: Handle) -> ZoneLoader {
+        self.updater_rt = Some(runtime);
+        self
     }
 
     /// How zones were loaded and imported so far.
@@ -555,10 +565,15 @@ impl ZoneLoader {
             "zone store open"
         );
         let heavy = Handle::current();
-        heavy.spawn(snapshot_updater(
+        // The updater applies each change as a patch in microseconds; on a normal-priority
+        // thread a change is served at once even when the heavy threads get no CPU
+        // (SCHED_IDLE). Rebuilds and retired snapshots still go to the heavy runtime.
+        let updater = self.updater_rt.clone().unwrap_or_else(|| heavy.clone());
+        updater.spawn(snapshot_updater(
             store.clone(),
             Arc::clone(&self.published),
             store.subscribe("snapshot-updater"),
+            heavy.clone(),
         ));
         heavy.spawn(event_counter(store.clone(), store.subscribe("metrics")));
         heavy.spawn(import_worker(
@@ -995,7 +1010,12 @@ type Rebuilt = (
 /// [`COMPACT_IDLE`]), is rebuilt in the background while patches continue (compaction). Either way, the events newer than the rebuild's
 /// generation are replayed onto its result before it is published. Replaced snapshots are
 /// retired on the heavy runtime.
-async fn snapshot_updater(store: Store, published: Arc<Published>, mut events: Subscription) {
+async fn snapshot_updater(
+    store: Store,
+    published: Arc<Published>,
+    mut events: Subscription,
+    heavy: Handle,
+) {
     let mut zones: HashMap<LowerName, ZoneUpdates> = HashMap::new();
     let mut rebuilds: JoinSet<Rebuilt> = JoinSet::new();
     loop {
@@ -1009,12 +1029,12 @@ async fn snapshot_updater(store: Store, published: Arc<Published>, mut events: S
                         && let Some(origin) = st.origin.clone()
                     {
                         debug!(zone = %origin, "compacting the zone snapshot after its changes");
-                        start_rebuild(&store, &mut rebuilds, st, key.clone(), origin);
+                        start_rebuild(&store, &heavy, &mut rebuilds, st, key.clone(), origin);
                     }
                 }
             },
             event = events.recv() => match event {
-                Ok(e) => on_event(&store, &published, &mut zones, &mut rebuilds, &e),
+                Ok(e) => on_event(&store, &heavy, &published, &mut zones, &mut rebuilds, &e),
                 Err(Lagged::Resync(_)) => {
                     for origin in published.store_managed() {
                         let key = LowerName::new(&origin);
@@ -1023,14 +1043,14 @@ async fn snapshot_updater(store: Store, published: Arc<Published>, mut events: S
                         // A running rebuild may have missed the lost events too.
                         st.overflow |= st.rebuilding;
                         if !st.rebuilding {
-                            start_rebuild(&store, &mut rebuilds, st, key, origin);
+                            start_rebuild(&store, &heavy, &mut rebuilds, st, key, origin);
                         }
                     }
                 }
                 Err(Lagged::Closed) => return,
             },
             Some(done) = rebuilds.join_next(), if !rebuilds.is_empty() => match done {
-                Ok(rebuilt) => on_rebuilt(&store, &published, &mut zones, &mut rebuilds, rebuilt),
+                Ok(rebuilt) => on_rebuilt(&store, &heavy, &published, &mut zones, &mut rebuilds, rebuilt),
                 Err(e) => error!("zone snapshot rebuild job failed: {e}"),
             },
         }
@@ -1040,6 +1060,7 @@ async fn snapshot_updater(store: Store, published: Arc<Published>, mut events: S
 /// Applies one change event to its zone's served snapshot (see [`snapshot_updater`]).
 fn on_event(
     store: &Store,
+    heavy: &Handle,
     published: &Published,
     zones: &mut HashMap<LowerName, ZoneUpdates>,
     rebuilds: &mut JoinSet<Rebuilt>,
@@ -1090,19 +1111,19 @@ fn on_event(
                     elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
                     "zone snapshot patched"
                 );
-                tokio::spawn(retire(old));
+                heavy.spawn(retire(old));
                 st.patched(Instant::now());
             }
             if compact && !st.rebuilding {
                 debug!(zone = %event.zone, patch_bytes = patch_size, "compacting the zone snapshot");
-                start_rebuild(store, rebuilds, st, key, event.zone.clone());
+                start_rebuild(store, heavy, rebuilds, st, key, event.zone.clone());
             }
         }
         Err(why) => {
             debug!(zone = %event.zone, seq = event.seq, "zone snapshot rebuild: {why}");
             st.stalled = true;
             if !st.rebuilding {
-                start_rebuild(store, rebuilds, st, key, event.zone.clone());
+                start_rebuild(store, heavy, rebuilds, st, key, event.zone.clone());
             }
         }
     }
@@ -1111,6 +1132,7 @@ fn on_event(
 /// Starts building `origin` from the store on a heavy-job blocking thread.
 fn start_rebuild(
     store: &Store,
+    heavy: &Handle,
     rebuilds: &mut JoinSet<Rebuilt>,
     st: &mut ZoneUpdates,
     key: LowerName,
@@ -1122,16 +1144,20 @@ fn start_rebuild(
     st.first_patch = None;
     st.last_patch = None;
     let store = store.clone();
-    rebuilds.spawn_blocking(move || {
-        let started = Instant::now();
-        let built = store.build_zone(&origin);
-        (key, origin, started, built)
-    });
+    rebuilds.spawn_blocking_on(
+        move || {
+            let started = Instant::now();
+            let built = store.build_zone(&origin);
+            (key, origin, started, built)
+        },
+        heavy,
+    );
 }
 
 /// Completes a rebuild: replays the events newer than it and publishes the result.
 fn on_rebuilt(
     store: &Store,
+    heavy: &Handle,
     published: &Published,
     zones: &mut HashMap<LowerName, ZoneUpdates>,
     rebuilds: &mut JoinSet<Rebuilt>,
@@ -1169,7 +1195,7 @@ fn on_rebuilt(
     }
     if !complete {
         // Events this result cannot take: build again (the new read includes them).
-        start_rebuild(store, rebuilds, st, key, origin);
+        start_rebuild(store, heavy, rebuilds, st, key, origin);
         return;
     }
     st.stalled = false;
@@ -1190,7 +1216,7 @@ fn on_rebuilt(
             elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
             "zone snapshot rebuilt from the store"
         );
-        tokio::spawn(retire(old));
+        heavy.spawn(retire(old));
     }
 }
 

@@ -66,7 +66,8 @@ pub enum ServeError {
 pub struct Runtimes {
     pub latency: Runtime,
     pub heavy: Runtime,
-    /// One normal-priority thread (`muninn-admin`) for the metrics endpoint and the admin
+    /// One normal-priority thread (`muninn-admin`) for the metrics endpoint, the store's
+    /// snapshot updater (cheap patches; its rebuilds run on the heavy runtime) and the admin
     /// API: off the latency workers, and not on the heavy threads either, which may run
     /// under SCHED_IDLE and would then starve scrapes exactly when the server is busiest.
     /// (The admin API sends its store reads to the heavy runtime all the same.)
@@ -153,6 +154,8 @@ pub fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result<(), S
     let config = loader.read_config()?;
     init_logging(&config.log);
     let runtimes = Runtimes::build(&config.runtime)?;
+    // Store changes are patched in by the normal-priority admin thread (see `reload`).
+    let loader = loader.with_updater_runtime(runtimes.admin.handle().clone());
     let result = runtimes
         .latency
         .block_on(run(&runtimes, config, loader, started));
