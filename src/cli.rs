@@ -80,6 +80,10 @@ pub enum DbCommand {
     /// zones are refused. Interrupted, it leaves the store consistent: run it again to
     /// finish. While `muninn serve` runs, use the server's purge API instead.
     Purge(DbPurgeArgs),
+    /// Benchmark helper: adds COUNT A records `f<i>` tagged TAG to a store-managed zone, in
+    /// change transactions of BATCH records.
+    #[command(hide = true)]
+    Fill(DbFillArgs),
     /// Test helper: applies ROUNDS change transactions to a store-managed zone, printing
     /// `committed SERIAL RECORDS` after each (used by the crash test).
     #[command(hide = true)]
@@ -141,6 +145,20 @@ pub struct DbPurgeArgs {
     /// Records per write transaction (default: `[store] purge_batch_size`).
     #[arg(long, value_name = "N")]
     pub batch_size: Option<usize>,
+    #[command(flatten)]
+    pub location: DbLocation,
+}
+
+#[derive(Debug, Args)]
+pub struct DbFillArgs {
+    #[arg(value_name = "ZONE")]
+    pub zone: String,
+    #[arg(long)]
+    pub count: u32,
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub tag: String,
+    #[arg(long, default_value_t = 10_000)]
+    pub batch: u32,
     #[command(flatten)]
     pub location: DbLocation,
 }
@@ -681,7 +699,49 @@ fn db_command(command: DbCommand) -> Result<ExitCode, String> {
         }
         DbCommand::Stress(args) => stress(args),
         DbCommand::Purge(args) => purge(args),
+        DbCommand::Fill(args) => fill(args),
     }
+}
+
+/// See [`DbCommand::Fill`].
+fn fill(args: DbFillArgs) -> Result<ExitCode, String> {
+    use crate::store::{Change, NewRecord};
+    use hickory_proto::rr::{RData, rdata::A};
+    let origin = zone_name(&args.zone)?;
+    let store = args.location.open()?;
+    let started = std::time::Instant::now();
+    let batch = args.batch.max(1);
+    let mut next = 0u32;
+    while next < args.count {
+        let end = next.saturating_add(batch).min(args.count);
+        let mut change = Change::default();
+        for i in next..end {
+            let name = hickory_proto::rr::Name::from_ascii(format!("f{i}"))
+                .and_then(|n| n.append_domain(&origin))
+                .map_err(|e| e.to_string())?;
+            let [_, b, c, d] = i.to_be_bytes();
+            change.add.push(NewRecord {
+                name,
+                ttl: 300,
+                data: RData::A(A::new(10, b, c, d)),
+                tags: vec![args.tag.clone()],
+            });
+        }
+        store
+            .apply_blocking(&origin, change)
+            .map_err(|e| e.to_string())?;
+        next = end;
+    }
+    let meta = store.zone_meta(&origin).map_err(|e| e.to_string())?;
+    println!(
+        "zone {origin}: added {} records tagged {} in {:.1}s; {} records, serial {}",
+        args.count,
+        args.tag,
+        started.elapsed().as_secs_f64(),
+        meta.as_ref().map_or(0, |m| m.record_count),
+        meta.as_ref().map_or(0, |m| m.serial)
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `muninn db purge`: the server's purge engine ([`crate::jobs`]) on a store this process

@@ -85,7 +85,8 @@ pub struct StoreConfig {
     pub purge_workers: usize,
     /// Background jobs (purges) running at once; more are refused. Default: 2.
     pub max_jobs: usize,
-    /// Finished jobs kept for inspection (the oldest are forgotten first). Default: 100.
+    /// Finished jobs kept for inspection, at least 1 (the oldest are forgotten first).
+    /// Default: 100.
     pub jobs_kept: usize,
 }
 
@@ -515,6 +516,8 @@ impl Config {
         for (key, value) in [
             ("store.purge_workers", self.store.purge_workers),
             ("store.max_jobs", self.store.max_jobs),
+            // A finished job must stay visible at least until its client has seen the end.
+            ("store.jobs_kept", self.store.jobs_kept),
         ] {
             if value == 0 {
                 return Err(format!("{key}: must be at least 1"));
@@ -728,6 +731,7 @@ mod tests {
             "[store]\npurge_batch_size = 100001\n",
             "[store]\npurge_workers = 0\n",
             "[store]\nmax_jobs = 0\n",
+            "[store]\njobs_kept = 0\n",
             "[server]\nlisten = [\"localhost\"]\n",
             "[[zones.zone]]\nname = \"a.\"\n",
             "[[zones.zone]]\nname = \"a.\"\nfile = \"a\"\nmanaged = \"db\"\n",

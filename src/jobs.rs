@@ -228,7 +228,7 @@ impl JobSettings {
             purge_batch_size: c.purge_batch_size.clamp(1, crate::config::MAX_PURGE_BATCH),
             purge_workers: c.purge_workers.max(1),
             max_jobs: c.max_jobs.max(1),
-            jobs_kept: c.jobs_kept,
+            jobs_kept: c.jobs_kept.max(1),
         }
     }
 }
@@ -431,7 +431,8 @@ impl Jobs {
 
     /// Checks `spec` and starts the purge in the background; the status returned is the
     /// job's first (running, counters at 0). Refused: a malformed spec, an unknown or
-    /// file-managed zone, `max_jobs` jobs running, shutdown in progress.
+    /// file-managed zone, `max_jobs` jobs running, shutdown in progress. Costs one point read
+    /// of the named zone's metadata on the calling thread; everything else runs in the job.
     pub fn start_purge(&self, spec: PurgeSpec) -> Result<JobStatus, JobError> {
         let inner = &self.inner;
         if inner.token.is_cancelled() {
@@ -645,4 +646,37 @@ async fn purge(inner: &Arc<Inner>, job: &Job, filter: PurgeFilter) -> Result<boo
         job.record(&outcome, dry_run, &inner.totals);
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_types_parse_by_mnemonic_or_number() {
+        assert_eq!(parse_type("a").unwrap(), RecordType::A);
+        assert_eq!(parse_type("TXT").unwrap(), RecordType::TXT);
+        assert_eq!(parse_type("type65280").unwrap(), RecordType::from(65280));
+        assert_eq!(parse_type("TYPE1").unwrap(), RecordType::A);
+        for bad in ["", "ANY", "AXFR", "IXFR", "TYPE", "TYPE70000", "BOGUS"] {
+            assert!(parse_type(bad).is_err(), "accepted {bad:?}");
+        }
+    }
+
+    #[test]
+    fn specs_become_filters() {
+        let spec = PurgeSpec {
+            zone: Some("Example.TEST".into()),
+            rtype: Some("aaaa".into()),
+            updated_before: Some(7),
+            ..PurgeSpec::tag("env=old")
+        };
+        let f = spec.filter().unwrap();
+        assert_eq!(f.tag, "env=old");
+        assert_eq!(f.zone.unwrap().to_string(), "Example.TEST.");
+        assert_eq!(f.rtype, Some(RecordType::AAAA));
+        assert_eq!(f.updated_before, Some(7));
+        let err = PurgeSpec::tag("env").filter().unwrap_err();
+        assert!(err.to_string().starts_with("bad tag \"env\""), "{err}");
+    }
 }
