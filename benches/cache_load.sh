@@ -3,6 +3,12 @@
 # both forwarding to the same local upstream (knotd), in one run.
 #
 #   benches/cache_load.sh            # NAMES=100000 DURATION=10
+#   PERF=1 KEEP=1 benches/cache_load.sh   # also `perf record -g` each server while measured
+#   GEN=dnsperf benches/cache_load.sh      # measure with dnsperf instead of examples/loadgen
+#
+# The measured run uses the batched generator (examples/loadgen, sendmmsg/recvmmsg) by
+# default: one dnsperf process saturates near 115-150k qps here, before either server does,
+# so its QPS says more about dnsperf than about the servers.
 #
 # Each server gets one worker pinned to CPU 0; dnsperf runs pinned to CPU 1. Every name is
 # asked once to warm the cache, then the measured run asks only cached names. Memory per
@@ -31,9 +37,11 @@ done
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 UP=$(free_port); UB=$(free_port); MU=$(free_port)
 
-echo "building muninn (release)..."
-(cd "$ROOT" && cargo build --release -q --bin muninn)
+GEN=${GEN:-loadgen}
+echo "building muninn and loadgen (release)..."
+(cd "$ROOT" && cargo build --release -q --bin muninn --example loadgen)
 MUNINN="$ROOT/target/release/muninn"
+LOADGEN="$ROOT/target/release/examples/loadgen"
 
 # Upstream: knotd with NAMES A records (TTL 1 day, so nothing expires during the run). Not
 # under .test: Unbound answers special-use names (RFC 6761) from its own local zones.
@@ -133,12 +141,24 @@ run_one() { # name port pid
     sleep 2  # let cache housekeeping settle
     rss1=$(rss_kb "$pid")
     b0=$(busy); s0=$(pj "$pid"); t0=$(date +%s.%N)
-    out=$(taskset -c 1 dnsperf -s 127.0.0.1 -p "$port" -d "$WORK/queries.txt" -l "$DURATION" \
-        -c "$CLIENTS" -q "$OUTSTANDING" -T 1 2>&1)
+    if [ -n "${PERF:-}" ]; then
+        perf record -q -g -p "$pid" -o "$WORK/$name.perf.data" -- sleep "$DURATION" >/dev/null 2>&1 &
+    fi
+    if [ "$GEN" = dnsperf ]; then
+        out=$(taskset -c 1 dnsperf -s 127.0.0.1 -p "$port" -d "$WORK/queries.txt" -l "$DURATION" \
+            -c "$CLIENTS" -q "$OUTSTANDING" -T 1 2>&1)
+        qps=$(awk '/Queries per second/{print $4}' <<<"$out")
+        lat=$(awk '/Average Latency/{print $4*1000}' <<<"$out")
+        lost=$(awk '/Queries lost/{print $3}' <<<"$out")
+    else
+        # 8 sockets x 16 in flight saturate one server core without overflowing its
+        # socket buffer (see examples/loadgen.rs).
+        out=$(taskset -c 1 "$LOADGEN" -s "127.0.0.1:$port" -d "$WORK/queries.txt" \
+            -l "$DURATION" -c 8 -w 16 --label "$name" 2>&1 | head -1)
+        kv() { tr ' ' '\n' <<<"$out" | awk -F= -v k="$1" '$1==k{print $2}'; }
+        qps=$(kv qps); lat=$(awk -v u="$(kv mean_us)" 'BEGIN{print u/1000}'); lost=$(kv lost)
+    fi
     b1=$(busy); s1=$(pj "$pid"); t1=$(date +%s.%N)
-    qps=$(awk '/Queries per second/{print $4}' <<<"$out")
-    lat=$(awk '/Average Latency/{print $4*1000}' <<<"$out")
-    lost=$(awk '/Queries lost/{print $3}' <<<"$out")
     awk -v n="$name" -v q="$qps" -v l="$lat" -v lost="$lost" -v r0="$rss0" -v r1="$rss1" \
         -v names="$NAMES" -v b="$((b1 - b0))" -v s="$((s1 - s0))" -v t0="$t0" -v t1="$t1" 'BEGIN {
         dt = t1 - t0; srv = s / 100 / dt * 100; foreign = (b - s) / 100 / dt * 100 - 100;

@@ -66,7 +66,8 @@ pub enum ServeError {
 pub struct Runtimes {
     pub latency: Runtime,
     pub heavy: Runtime,
-    /// One normal-priority thread (`muninn-admin`) for the metrics endpoint and the admin
+    /// One normal-priority thread (`muninn-admin`) for the metrics endpoint, the store's
+    /// snapshot updater (cheap patches; its rebuilds run on the heavy runtime) and the admin
     /// API: off the latency workers, and not on the heavy threads either, which may run
     /// under SCHED_IDLE and would then starve scrapes exactly when the server is busiest.
     /// (The admin API sends its store reads to the heavy runtime all the same.)
@@ -153,6 +154,8 @@ pub fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result<(), S
     let config = loader.read_config()?;
     init_logging(&config.log);
     let runtimes = Runtimes::build(&config.runtime)?;
+    // Store changes are patched in by the normal-priority admin thread (see `reload`).
+    let loader = loader.with_updater_runtime(runtimes.admin.handle().clone());
     let result = runtimes
         .latency
         .block_on(run(&runtimes, config, loader, started));
@@ -198,6 +201,7 @@ async fn run(
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(ServeError::Signals)?;
     let heavy = rt.heavy.handle();
     let zones = Arc::clone(loader.zones());
+    let imports = Arc::clone(loader.imports());
     let loader = Arc::new(Mutex::new(loader));
     let reload_requested = Arc::new(Notify::new());
     let metrics = Metrics::new(Arc::clone(&zones));
@@ -348,6 +352,23 @@ async fn run(
             grace_ms = grace.as_millis() as u64,
             "grace period over, exiting with tasks still running"
         ),
+    }
+    // Zones served but not yet stored: what is left of the grace period lets their imports
+    // commit, so that the next start need not parse those files again.
+    let outstanding = imports.outstanding();
+    if outstanding > 0 {
+        info!(
+            imports = outstanding,
+            "stopping: waiting for zone imports into the store"
+        );
+        let left = grace.saturating_sub(stopping.elapsed());
+        match tokio::time::timeout(left, imports.settled(None)).await {
+            Ok(()) => info!("zone imports finished"),
+            Err(_) => warn!(
+                imports = imports.outstanding(),
+                "grace period over before the zone imports committed; the next start parses those files again"
+            ),
+        }
     }
     Ok(())
 }

@@ -874,6 +874,9 @@ fn kill_9_during_db_purge_leaves_a_consistent_store_and_a_rerun_finishes() {
     let mut rng = Rng(seed);
     let started = Instant::now();
     let (mut killed_mid_purge, mut finished) = (0, 0);
+    // How long to let a purge run before the kill: adapted to this machine and build, so
+    // that most kills land mid-purge (halved whenever a purge finished first).
+    let mut window_ms = 1000u64;
     for round in 0..CRASH_ROUNDS {
         refill(&data, round);
         let (serial0, count0, tagged0) = {
@@ -892,9 +895,12 @@ fn kill_9_during_db_purge_leaves_a_consistent_store_and_a_rerun_finishes() {
                 .spawn()
                 .unwrap(),
         );
-        std::thread::sleep(Duration::from_millis(100 + rng.next() % 900));
+        std::thread::sleep(Duration::from_millis(20 + rng.next() % window_ms));
         match purge.0.try_wait().unwrap() {
-            Some(_) => finished += 1,
+            Some(_) => {
+                finished += 1;
+                window_ms = (window_ms / 2).max(20);
+            }
             None => killed_mid_purge += 1,
         }
         let _ = purge.0.kill();

@@ -204,11 +204,11 @@ fn restart_starts_from_the_store_and_sighup_reimports_a_changed_file() {
     assert!(log.contains("from=\"file\""), "{log}");
     assert!(data.join("muninn.redb").exists());
 
-    // Restart: the file is unchanged, so the zone comes from the store, unparsed.
+    // Restart: the file is unchanged, so the zone comes from the store (its image), unparsed.
     let mut s = Server::start(&zones, &data, dir.path().join("2.log"));
     let log = s.log();
     assert!(
-        log.contains("zone loaded zone=a.test.") && log.contains("from=\"store\""),
+        log.contains("zone loaded zone=a.test.") && log.contains("from=\"image\""),
         "{log}"
     );
     assert!(!log.contains("from=\"file\""), "parsed again:\n{log}");
@@ -240,7 +240,7 @@ fn restart_starts_from_the_store_and_sighup_reimports_a_changed_file() {
 
     // The import persisted: the next start serves the new version from the store.
     let s = Server::start(&zones, &data, dir.path().join("3.log"));
-    assert!(s.log().contains("from=\"store\""), "{}", s.log());
+    assert!(s.log().contains("from=\"image\""), "{}", s.log());
     assert_eq!(
         s.a("www.a.test."),
         (ResponseCode::NoError, vec!["192.0.2.99".to_string()], 11)

@@ -222,7 +222,7 @@ impl<'z, 'q> Resolver<'z, 'q> {
                     && let Some(ns) = zone.set(node, RecordType::NS)
                 {
                     authorities.push(zone.view(node, ns));
-                    let (glue, required) = zone.related(ns);
+                    let (glue, required) = zone.related(node, ns);
                     for (i, set) in glue.enumerate() {
                         if i < required {
                             // Required (in-domain) glue goes first (RFC 9471 §3).
@@ -288,7 +288,7 @@ impl<'z, 'q> Resolver<'z, 'q> {
             return Step::Done(End::NoData);
         };
         self.push_answer(node, set, synth.then_some(name));
-        let (related, _) = zone.related(set);
+        let (related, _) = zone.related(node, set);
         for extra in related {
             if !self.additionals.iter().any(|a| a.same_zone_set(&extra)) {
                 self.additionals.push(extra);

@@ -1084,6 +1084,7 @@ mod tests {
         ZoneReport {
             origin: origin.to_string(),
             outcome,
+            from: None,
             parsed_on: None,
             elapsed: Duration::from_millis(1),
             errors: Vec::new(),

@@ -31,6 +31,15 @@
 //! serial, because serials wrap (RFC 1982); the newest [`schema::JOURNAL_KEEP`] entries are
 //! kept.
 //!
+//! # Zone images
+//!
+//! Beside the store file, `images/zone-<id>.zimg` holds a zone's built snapshot (see
+//! [`crate::zone::image`]), written after each whole-zone import and after each build from
+//! the store, temp file + fsync + rename. An image is tied to the zone's [`ZoneMeta`] as
+//! encoded when it was made (journal sequence, serial, update time, file fingerprint...):
+//! any later write to the zone makes it stale, and a start then builds from the records
+//! instead. Images are a cache: deleting them loses nothing.
+//!
 //! # Source of truth
 //!
 //! A zone is either file-managed (its zone file wins: a changed file replaces the stored
@@ -55,6 +64,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
 use tokio::sync::{broadcast, oneshot};
 use tracing::error;
 
+use crate::zone::image::{self, ImageError};
 use crate::zone::rdata::{self as zrdata, Rdatas};
 use crate::zone::{WireRRset, Zone, ZoneBuilder, case_wire, lower_wire, name_from_wire};
 
@@ -68,6 +78,9 @@ use schema::{JOURNAL, JOURNAL_KEEP, META, RECORDS, TAGS, ZONES};
 
 /// File name of the store inside `data_dir`.
 pub const STORE_FILE: &str = "muninn.redb";
+
+/// Directory of zone images (see [`crate::zone::image`]) beside the store file.
+pub const IMAGE_DIR: &str = "images";
 
 /// RFC 2181 §8: TTLs are 0..=2^31-1.
 const MAX_TTL: u32 = i32::MAX as u32;
@@ -214,7 +227,7 @@ enum Command {
     },
     Import {
         import: Import,
-        reply: Reply<Arc<ChangeEvent>>,
+        reply: Reply<(Arc<ChangeEvent>, ZoneMeta)>,
     },
     SetManaged {
         zone: Name,
@@ -283,6 +296,8 @@ impl Store {
                 },
             })?;
         init_schema(&db)?;
+        // The store is ours alone now: a temporary image file is what a crash mid-write left.
+        remove_stale_image_temps(path);
         let db = Arc::new(db);
         let stats = Arc::new(StreamStats::default());
         let publisher = stream::Publisher::new(options.event_capacity, Arc::clone(&stats));
@@ -365,6 +380,15 @@ impl Store {
 
     /// Replaces the zone's stored records with `import.zone`'s, in one transaction.
     pub async fn import(&self, import: Import) -> Result<Arc<ChangeEvent>, StoreError> {
+        self.import_meta(import).await.map(|(event, _)| event)
+    }
+
+    /// [`Store::import`], also returning the zone metadata the transaction wrote (what an
+    /// image of the imported zone is tied to).
+    pub async fn import_meta(
+        &self,
+        import: Import,
+    ) -> Result<(Arc<ChangeEvent>, ZoneMeta), StoreError> {
         self.request(|reply| Command::Import { import, reply })
             .await
     }
@@ -476,6 +500,54 @@ impl Store {
     pub fn check(&self) -> Result<check::CheckReport, StoreError> {
         check::run(&self.inner.db)
     }
+
+    /// Where the image of the zone with this metadata lives: `images/zone-<id>.zimg` beside
+    /// the store file.
+    pub fn image_path(&self, meta: &ZoneMeta) -> PathBuf {
+        let dir = self
+            .inner
+            .path
+            .parent()
+            .map_or_else(PathBuf::new, Path::to_path_buf);
+        dir.join(IMAGE_DIR).join(format!("zone-{}.zimg", meta.id))
+    }
+
+    /// The zone as its image holds it, if the image was made from exactly the stored state
+    /// `meta` describes (every write to a zone changes its metadata: journal sequence,
+    /// serial, update time, file fingerprint).
+    pub fn load_image(&self, meta: &ZoneMeta) -> Result<Zone, ImageError> {
+        image::load(&self.image_path(meta), &meta.encode())
+    }
+
+    /// Writes the image of `zone`, built from (or imported as) the stored state `meta`.
+    /// Returns the image size in octets.
+    pub fn save_image(&self, zone: &Zone, meta: &ZoneMeta) -> std::io::Result<u64> {
+        image::save(&self.image_path(meta), zone, &meta.encode())
+    }
+}
+
+/// Removes the `*.tmp.*` files of interrupted image writes (see [`image::save`]).
+fn remove_stale_image_temps(store_path: &Path) {
+    let dir = store_path
+        .parent()
+        .map_or_else(PathBuf::new, Path::to_path_buf)
+        .join(IMAGE_DIR);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().contains(".zimg.tmp.") {
+            let path = entry.path();
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    tracing::info!(path = %path.display(), "removed an unfinished zone image")
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "cannot remove an unfinished zone image: {e}")
+                }
+            }
+        }
+    }
 }
 
 /// `[id, id+1)` as key bounds: every key of zone `id`.
@@ -518,6 +590,28 @@ fn read_meta(
 }
 
 fn init_schema(db: &Database) -> Result<(), StoreError> {
+    // An existing store of this version needs no write (a commit is two syncs, which a
+    // start would wait for).
+    {
+        let txn = db.begin_read()?;
+        if let Ok(meta) = txn.open_table(META) {
+            match meta.get("schema")?.map(|v| v.value()) {
+                Some(v) if v == schema::SCHEMA_VERSION => {
+                    let tables = [ZONES, RECORDS, JOURNAL].map(|t| txn.open_table(t).is_ok());
+                    if tables.iter().all(|&ok| ok) && txn.open_table(TAGS).is_ok() {
+                        return Ok(());
+                    }
+                }
+                Some(found) => {
+                    return Err(StoreError::Schema {
+                        found,
+                        expected: schema::SCHEMA_VERSION,
+                    });
+                }
+                None => {}
+            }
+        }
+    }
     let mut txn = db.begin_write()?;
     txn.set_quick_repair(true);
     {
@@ -559,7 +653,15 @@ fn writer_loop(db: &Database, rx: mpsc::Receiver<Command>, mut publisher: stream
             Command::Import { import, reply } => {
                 let zone = import.zone.origin().clone();
                 let result = write_txn(db, |txn| import_zone(txn, &import));
-                let _ = reply.send(publish(&mut publisher, &zone, result));
+                // The zone snapshot goes back to its other owners before the reply.
+                drop(import);
+                let result = match result {
+                    Ok((seq, entry, meta)) => {
+                        publish(&mut publisher, &zone, Ok((seq, entry))).map(|e| (e, meta))
+                    }
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(result);
             }
             Command::SetManaged {
                 zone,
@@ -1062,7 +1164,10 @@ fn write_journal(
     Ok(seq)
 }
 
-fn import_zone(txn: &WriteTransaction, import: &Import) -> Result<(u64, JournalEntry), StoreError> {
+fn import_zone(
+    txn: &WriteTransaction,
+    import: &Import,
+) -> Result<(u64, JournalEntry, ZoneMeta), StoreError> {
     let zone = &import.zone;
     let origin = zone.origin();
     let origin_lower = zone.origin_wire().to_vec();
@@ -1096,36 +1201,13 @@ fn import_zone(txn: &WriteTransaction, import: &Import) -> Result<(u64, JournalE
             tags.remove(k.as_slice())?;
         }
     }
-    let mut rows: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(zone.record_count());
-    for set in zone.rrsets() {
-        for rd in set.rdatas() {
-            let rec = StoredRecord {
-                owner: set.owner.to_vec(),
-                rtype: set.rtype,
-                ttl: set.ttl,
-                rdata: rd.to_vec(),
-                meta: RecordMeta {
-                    tags: Vec::new(),
-                    created: now,
-                    updated: now,
-                    source: import.source,
-                },
-            };
-            let key = rec
-                .key(id)
-                .ok_or_else(|| StoreError::Corrupt(origin.to_string(), "bad owner".into()))?;
-            rows.push((key, rec.encode()));
-        }
-    }
-    // Sorted inserts fill B-tree pages in order.
-    rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    let mut count = 0u64;
-    for (k, v) in &rows {
-        if records.insert(k.as_slice(), v.as_slice())?.is_none() {
-            count += 1;
-        }
-    }
-    drop(rows);
+    let record_meta = RecordMeta {
+        tags: Vec::new(),
+        created: now,
+        updated: now,
+        source: import.source,
+    };
+    let count = insert_zone_records(&mut records, zone, id, &record_meta)?;
     let old_serial = existing.as_ref().map_or(zone.serial(), |m| m.serial);
     let mut meta = ZoneMeta {
         id,
@@ -1149,7 +1231,87 @@ fn import_zone(txn: &WriteTransaction, import: &Import) -> Result<(u64, JournalE
     };
     let seq = write_journal(txn, &mut meta, &entry, now)?;
     zones.insert(origin_lower.as_slice(), meta.encode().as_slice())?;
-    Ok((seq, entry))
+    Ok((seq, entry, meta))
+}
+
+/// Inserts every record of `zone` as zone `id`'s, in key order (sorted inserts fill B-tree
+/// pages in order), without holding a second copy of the zone: the owner keys of all
+/// nodes are sorted in one buffer (about 30 octets per name), then each owner's records
+/// are keyed and encoded into reused buffers. Returns the number of records stored.
+fn insert_zone_records(
+    records: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
+    zone: &Zone,
+    id: u32,
+    meta: &RecordMeta,
+) -> Result<u64, StoreError> {
+    let corrupt = |why: &str| StoreError::Corrupt(zone.origin().to_string(), why.to_string());
+    let mut okeys: Vec<u8> = Vec::with_capacity(zone.name_count().saturating_mul(24));
+    // (offset of the owner key in `okeys`, its length, node index)
+    let mut owners: Vec<(u32, u16, u32)> = Vec::with_capacity(zone.name_count());
+    for (i, node) in zone.nodes().enumerate() {
+        if node.is_empty_non_terminal() {
+            continue;
+        }
+        let at = okeys.len();
+        schema::push_owner_key(&mut okeys, zone.owner(node)).ok_or_else(|| corrupt("bad owner"))?;
+        let at = u32::try_from(at).map_err(|_| corrupt("too many names to import"))?;
+        let len = u16::try_from(okeys.len() - at as usize).map_err(|_| corrupt("bad owner"))?;
+        let node = u32::try_from(i).map_err(|_| corrupt("too many names to import"))?;
+        owners.push((at, len, node));
+    }
+    let key_of = |&(at, len, _): &(u32, u16, u32)| {
+        okeys
+            .get(at as usize..at as usize + usize::from(len))
+            .unwrap_or_default()
+    };
+    owners.sort_unstable_by(|a, b| key_of(a).cmp(key_of(b)));
+
+    let mut rows: Vec<(u16, u64, u32, &[u8])> = Vec::new();
+    let mut canon = Vec::with_capacity(256);
+    let mut key = Vec::with_capacity(600);
+    let mut value = Vec::with_capacity(1024);
+    let mut count = 0u64;
+    for owner_entry in &owners {
+        let node = zone
+            .node_at(owner_entry.2)
+            .ok_or_else(|| corrupt("bad node"))?;
+        let owner = zone.owner(node);
+        rows.clear();
+        for set in zone.sets(node) {
+            let rtype = set.rtype();
+            for rd in Rdatas::new(zone.data(set)) {
+                let hash = schema::rdata_hash_with(rtype, rd, &mut canon);
+                rows.push((u16::from(rtype), hash, set.ttl(), rd));
+            }
+        }
+        // Key order within an owner: type, then RDATA hash (both big-endian in the key).
+        rows.sort_unstable_by_key(|r| (r.0, r.1));
+        key.clear();
+        key.extend_from_slice(&id.to_be_bytes());
+        key.extend_from_slice(key_of(owner_entry));
+        key.push(0);
+        let prefix = key.len();
+        for &(rtype, hash, ttl, rdata) in &rows {
+            key.truncate(prefix);
+            key.extend_from_slice(&rtype.to_be_bytes());
+            key.extend_from_slice(&hash.to_be_bytes());
+            value.clear();
+            schema::encode_record(
+                &mut value,
+                schema::RecordParts {
+                    rtype: RecordType::from(rtype),
+                    ttl,
+                    owner,
+                    rdata,
+                    meta,
+                },
+            );
+            if records.insert(key.as_slice(), value.as_slice())?.is_none() {
+                count += 1;
+            }
+        }
+    }
+    Ok(count)
 }
 
 fn set_managed(txn: &WriteTransaction, zone: &Name, managed: Managed) -> Result<(), StoreError> {

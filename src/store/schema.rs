@@ -98,19 +98,44 @@ pub struct Fingerprint {
 }
 
 impl Fingerprint {
-    /// Reads the whole file.
+    /// Reads the whole file, a buffer at a time (a start fingerprints every zone file: no
+    /// allocation the size of the file).
     pub fn of(path: &std::path::Path) -> std::io::Result<Fingerprint> {
-        let meta = std::fs::metadata(path)?;
-        let bytes = std::fs::read(path)?;
+        use std::hash::Hasher;
+        use std::io::Read;
+        let mut file = std::fs::File::open(path)?;
+        let meta = file.metadata()?;
+        let mut h = crate::zone::NameHasher::default();
+        // A multiple of 8: the hasher consumes 8-byte words, so feeding it whole buffers
+        // gives the same hash as feeding it the file at once (see `stable_hash`).
+        let mut buf = vec![0u8; 1 << 20];
+        let mut len = 0u64;
+        loop {
+            let mut filled = 0;
+            while let Some(rest) = buf.get_mut(filled..).filter(|r| !r.is_empty()) {
+                match file.read(rest) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            h.write(buf.get(..filled).unwrap_or_default());
+            len += filled as u64;
+            if filled < buf.len() {
+                break;
+            }
+        }
+        h.write_usize(usize::try_from(len).unwrap_or(usize::MAX));
         let mtime_ns = meta
             .modified()
             .ok()
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
         Ok(Fingerprint {
-            len: bytes.len() as u64,
+            len,
             mtime_ns,
-            hash: stable_hash(&bytes),
+            hash: h.finish(),
         })
     }
 }
@@ -260,20 +285,16 @@ impl StoredRecord {
     }
 
     pub fn encode_into(&self, out: &mut Vec<u8>) {
-        out.push(RECORD_VERSION);
-        out.extend_from_slice(&u16::from(self.rtype).to_be_bytes());
-        out.extend_from_slice(&self.ttl.to_be_bytes());
-        out.extend_from_slice(&self.meta.created.to_be_bytes());
-        out.extend_from_slice(&self.meta.updated.to_be_bytes());
-        out.push(self.meta.source.code());
-        put_bytes8(out, &self.owner);
-        put_bytes16(out, &self.rdata);
-        out.extend_from_slice(
-            &(self.meta.tags.len().min(usize::from(u16::MAX)) as u16).to_be_bytes(),
+        encode_record(
+            out,
+            RecordParts {
+                rtype: self.rtype,
+                ttl: self.ttl,
+                owner: &self.owner,
+                rdata: &self.rdata,
+                meta: &self.meta,
+            },
         );
-        for t in self.meta.tags.iter().take(usize::from(u16::MAX)) {
-            put_bytes16(out, t.as_bytes());
-        }
     }
 
     pub fn decode(bytes: &[u8]) -> Option<StoredRecord> {
@@ -320,6 +341,32 @@ impl StoredRecord {
     /// The owner in lowercase wire form.
     pub fn owner_lower(&self) -> Vec<u8> {
         self.owner.to_ascii_lowercase()
+    }
+}
+
+/// A record to encode, borrowed (whole-zone imports encode from the zone snapshot without
+/// an allocation per record).
+pub struct RecordParts<'a> {
+    pub rtype: RecordType,
+    pub ttl: u32,
+    pub owner: &'a [u8],
+    pub rdata: &'a [u8],
+    pub meta: &'a RecordMeta,
+}
+
+/// Appends the value form of a [`StoredRecord`].
+pub fn encode_record(out: &mut Vec<u8>, r: RecordParts<'_>) {
+    out.push(RECORD_VERSION);
+    out.extend_from_slice(&u16::from(r.rtype).to_be_bytes());
+    out.extend_from_slice(&r.ttl.to_be_bytes());
+    out.extend_from_slice(&r.meta.created.to_be_bytes());
+    out.extend_from_slice(&r.meta.updated.to_be_bytes());
+    out.push(r.meta.source.code());
+    put_bytes8(out, r.owner);
+    put_bytes16(out, r.rdata);
+    out.extend_from_slice(&(r.meta.tags.len().min(usize::from(u16::MAX)) as u16).to_be_bytes());
+    for t in r.meta.tags.iter().take(usize::from(u16::MAX)) {
+        put_bytes16(out, t.as_bytes());
     }
 }
 
@@ -396,14 +443,19 @@ pub fn key_zone(key: &[u8]) -> Option<u32> {
 /// Hash of RDATA with the names of RFC 4034 §6.2 types lowercased, so two RDATAs that
 /// [`rdata::same`] calls equal get the same key.
 pub fn rdata_hash(rtype: RecordType, data: &[u8]) -> u64 {
+    rdata_hash_with(rtype, data, &mut Vec::new())
+}
+
+/// [`rdata_hash`] with a scratch buffer the caller reuses.
+pub fn rdata_hash_with(rtype: RecordType, data: &[u8], canon: &mut Vec<u8>) -> u64 {
     if let Some(layout) = rdata::layout(rtype) {
-        let mut canon = Vec::with_capacity(data.len());
+        canon.clear();
         let ok = rdata::walk(layout, data, |part, bytes| match part {
             Part::Name => canon.extend(bytes.iter().map(u8::to_ascii_lowercase)),
             _ => canon.extend_from_slice(bytes),
         });
         if ok {
-            return stable_hash(&canon);
+            return stable_hash(canon);
         }
     }
     stable_hash(data)
@@ -659,6 +711,33 @@ mod tests {
             rdata_hash(RecordType::TXT, b"\x01A"),
             rdata_hash(RecordType::TXT, b"\x01a")
         );
+    }
+
+    #[test]
+    fn file_fingerprint_hash_is_the_hash_of_the_whole_content() {
+        let dir = std::env::temp_dir().join(format!("muninn-fp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // Around the buffer size: the streamed hash must equal the one-shot hash.
+        for len in [
+            0usize,
+            7,
+            8,
+            (1 << 20) - 1,
+            1 << 20,
+            (1 << 20) + 13,
+            3 << 20,
+        ] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+            let path = dir.join(format!("f{len}"));
+            std::fs::write(&path, &bytes).unwrap();
+            let fp = Fingerprint::of(&path).unwrap();
+            assert_eq!(
+                (fp.len, fp.hash),
+                (len as u64, stable_hash(&bytes)),
+                "{len}"
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -3,13 +3,15 @@
 //! what answering needs. Memory grows with the data only: a few flat vectors, no
 //! allocation per name or record.
 
+use std::sync::Arc;
+
 use hickory_proto::rr::{LowerName, Name, RData, RecordType};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
 
 use super::rdata::{self, Rdatas};
 use super::{
     BuildError, FLAG_CNAME, FLAG_DELEG, FLAG_DNAME, FLAG_NONAUTH, FLAG_WILDCARD, Index, NONE, Node,
-    RdataSet, Related, SYNTH_OWNER, SetRef, Zone, hash_name, name_from_wire, parent_wire,
+    RdataSet, Related, SYNTH_OWNER, SetRef, Tables, Zone, hash_name, name_from_wire, parent_wire,
     wire_is_below_or_eq,
 };
 
@@ -384,6 +386,12 @@ impl ZoneBuilder {
         }
         drop(build_sets);
         drop(recs);
+        let mut children = vec![0u32; nodes.len()];
+        for n in &nodes {
+            if let Some(c) = children.get_mut(n.parent as usize) {
+                *c += 1;
+            }
+        }
 
         let apex = nodes.first().copied();
         let soa = apex
@@ -410,13 +418,17 @@ impl ZoneBuilder {
             origin,
             origin_wire: origin_wire.into_boxed_slice(),
             serial,
-            names: names.into_boxed_slice(),
-            nodes: nodes.into_boxed_slice(),
-            index,
-            sets: sets.into_boxed_slice(),
-            rdata: rdata.into_boxed_slice(),
-            related: Box::default(),
-            refs: Box::default(),
+            t: Arc::new(Tables {
+                names: names.into_boxed_slice(),
+                nodes: nodes.into_boxed_slice(),
+                index,
+                sets: sets.into_boxed_slice(),
+                rdata: rdata.into_boxed_slice(),
+                related: Box::default(),
+                refs: Box::default(),
+                children: children.into_boxed_slice(),
+            }),
+            ext: None,
             negative_soa,
             record_count,
         };
@@ -484,7 +496,7 @@ fn link_related(zone: &mut Zone) {
     let mut seen_spans: Vec<(usize, usize)> = Vec::new();
     let mut cut_lower = [0u8; 255];
     let z: &Zone = zone;
-    for node in z.nodes.iter() {
+    for node in z.t.nodes.iter() {
         let first = node.sets as usize;
         for (s, set) in z.sets(node).iter().enumerate() {
             let rtype = set.rtype();
@@ -553,13 +565,17 @@ fn link_related(zone: &mut Zone) {
             links.push((first + s, rel));
         }
     }
+    // The tables were just built: nothing else holds them yet.
+    let Some(t) = Arc::get_mut(&mut zone.t) else {
+        return;
+    };
     for (set, rel) in links {
-        if let Some(s) = zone.sets.get_mut(set) {
+        if let Some(s) = t.sets.get_mut(set) {
             s.related = rel;
         }
     }
-    zone.related = related.into_boxed_slice();
-    zone.refs = refs.into_boxed_slice();
+    t.related = related.into_boxed_slice();
+    t.refs = refs.into_boxed_slice();
 }
 
 /// Pushes refs to the A and AAAA RRsets for the target `tw` (lowercase; its zone-cased
@@ -731,7 +747,7 @@ mod tests {
         assert_eq!(z.cut(apex, apex_node), None);
         // The delegation's NS RRset links its in-domain glue as required.
         let ns = z.set(dn, RecordType::NS).unwrap();
-        let (glue, required) = z.related(ns);
+        let (glue, required) = z.related(dn, ns);
         assert_eq!(required, 1);
         assert_eq!(glue.count(), 1);
         assert_eq!(z.name_count(), 8);

@@ -6,19 +6,31 @@
 //!
 //! # Layout
 //!
-//! Like Knot, a zone keeps its data in wire form, in a few flat tables addressed by `u32`
-//! indices rather than one heap object per record:
+//! Like Knot, a zone keeps its data in wire form, in a few flat tables (`Tables`, behind an
+//! `Arc` so that snapshots can share them) addressed by `u32` indices rather than one heap
+//! object per record:
 //! - `names`: every owner name once, in wire form with the case of the zone file;
 //! - `nodes`: 16 bytes per name (name offset, parent, first RRset, flags);
 //! - `index`: an open-addressing hash table from lowercase name to node;
 //! - `sets`: 20 bytes per RRset (type, TTL, span of its data, related data);
-//! - `rdata`: every RRset's RDATA, length-prefixed and uncompressed (see [`rdata`]).
+//! - `rdata`: every RRset's RDATA, length-prefixed and uncompressed (see [`rdata`]);
+//! - `related`/`refs`: additional-section data linked at build time (see `related`);
+//! - `children`: child count per node (for patches).
+//!
+//! A store-managed zone changes by patches ([`Zone::patch`], see `patch`): the next
+//! snapshot shares the tables and adds a small extension whose entries continue each
+//! table's index space. Accessors read the base tables first and fall back to the
+//! extension only for indices past their end, so a zone without an extension pays one
+//! never-taken branch per lookup.
 //!
 //! What must not live here: wire parsing/encoding (see `wire`), answer rules (see `auth`).
 
 mod build;
 pub mod file;
+pub mod image;
+mod patch;
 pub mod rdata;
+mod related;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -27,6 +39,8 @@ use std::sync::Arc;
 
 pub use build::ZoneBuilder;
 pub use name::{NameHasher, WireName, hash_name, lower_wire, parent_wire, wire_is_below_or_eq};
+pub use patch::PatchError;
+pub use related::RelatedSets;
 
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, Restrict};
@@ -190,6 +204,8 @@ const FLAG_DNAME: u8 = 4;
 const FLAG_NONAUTH: u8 = 8;
 /// Has a `*` child (RFC 4592 source of synthesis).
 const FLAG_WILDCARD: u8 = 16;
+/// In a patch extension: the name was deleted (a tombstone over the base node).
+const FLAG_GONE: u8 = 32;
 
 type NameMap<V> = HashMap<Box<[u8]>, V, BuildHasherDefault<NameHasher>>;
 
@@ -301,7 +317,7 @@ pub enum BuildError {
 
 /// Open-addressing hash table (linear probing) from lowercase owner name to node index.
 /// A slot keeps the name's 32-bit hash, so a probe only reads a node whose hash matches.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 struct Index {
     slots: Box<[Slot]>,
     mask: usize,
@@ -381,6 +397,19 @@ pub struct Zone {
     origin_lower: LowerName,
     origin_wire: Box<[u8]>,
     serial: u32,
+    /// The big tables, shared by every snapshot made from this one.
+    t: Arc<Tables>,
+    /// What changed since `t` was built (see [`patch`]); `None` for a freshly built zone.
+    ext: Option<Box<Ext>>,
+    /// The apex SOA with TTL = min(SOA TTL, SOA MINIMUM), for negative answers (RFC 2308 §3).
+    negative_soa: RdataSet,
+    record_count: usize,
+}
+
+/// A zone's data tables (see the module documentation), immutable once built and held
+/// behind an `Arc` so that several snapshots can share them.
+#[derive(Debug)]
+pub(crate) struct Tables {
     names: Box<[u8]>,
     /// Parents before children; node 0 is the apex.
     nodes: Box<[Node]>,
@@ -391,9 +420,42 @@ pub struct Zone {
     rdata: Box<[u8]>,
     related: Box<[Related]>,
     refs: Box<[SetRef]>,
-    /// The apex SOA with TTL = min(SOA TTL, SOA MINIMUM), for negative answers (RFC 2308 §3).
-    negative_soa: RdataSet,
-    record_count: usize,
+    /// Number of child nodes of each node (what a patch needs to tell an empty
+    /// non-terminal that must stay from one that must go).
+    children: Box<[u32]>,
+}
+
+/// The extension of a patched zone: nodes, names, RRsets and RDATA added after the base
+/// [`Tables`]. Each table continues its base table: index `base.len() + i` addresses entry
+/// `i` here, so a node, set or offset means the same in every snapshot made from the same
+/// base. Built by [`patch`]; never changed once the zone is published.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Ext {
+    names: Vec<u8>,
+    /// New and replaced nodes; a deleted name keeps a node flagged [`FLAG_GONE`] (a
+    /// tombstone that hides the base node).
+    nodes: Vec<Node>,
+    children: Vec<u32>,
+    /// Lowercase name → global node index, probed before the base index.
+    index: Index,
+    sets: Vec<RdataSet>,
+    rdata: Vec<u8>,
+    /// Base node index → global index of the node that replaced it, sorted.
+    redirect: Vec<(u32, u32)>,
+    /// Nodes of the zone (base nodes not replaced plus live extension nodes).
+    name_count: usize,
+}
+
+impl Ext {
+    fn heap_size(&self) -> usize {
+        self.names.len()
+            + std::mem::size_of_val(&*self.nodes)
+            + std::mem::size_of_val(&*self.children)
+            + std::mem::size_of_val(&*self.index.slots)
+            + std::mem::size_of_val(&*self.sets)
+            + self.rdata.len()
+            + std::mem::size_of_val(&*self.redirect)
+    }
 }
 
 impl Zone {
@@ -438,20 +500,74 @@ impl Zone {
         self.record_count
     }
 
+    /// Number of names (owners and empty non-terminals).
     pub fn name_count(&self) -> usize {
-        self.nodes.len()
+        match &self.ext {
+            None => self.t.nodes.len(),
+            Some(ext) => ext.name_count,
+        }
+    }
+
+    /// Heap bytes of the patch extension (0 for a zone built from scratch): what a
+    /// rebuild would fold back into flat tables.
+    pub fn patch_size(&self) -> usize {
+        self.ext.as_ref().map_or(0, |e| e.heap_size())
     }
 
     /// The node with this lowercase wire-form owner name, and its index.
     #[inline]
     pub fn lookup(&self, wire: &[u8]) -> Option<(u32, &Node)> {
         let hash = hash_name(wire);
-        let idx = self.index.probe(hash, |i| {
-            self.nodes
+        if let Some(ext) = &self.ext
+            && let Some(found) = self.ext_lookup(ext, wire, hash)
+        {
+            return found;
+        }
+        let idx = self.t.index.probe(hash, |i| {
+            self.t
+                .nodes
                 .get(i as usize)
                 .is_some_and(|n| self.owner(n).eq_ignore_ascii_case(wire))
         })?;
-        self.nodes.get(idx as usize).map(|n| (idx, n))
+        self.t.nodes.get(idx as usize).map(|n| (idx, n))
+    }
+
+    /// The extension's entry for `wire`: `Some(None)` for a deleted name.
+    #[inline(never)]
+    fn ext_lookup(&self, ext: &Ext, wire: &[u8], hash: u32) -> Option<Option<(u32, &Node)>> {
+        let idx = ext.index.probe(hash, |i| {
+            self.raw_node(i)
+                .is_some_and(|n| self.owner(n).eq_ignore_ascii_case(wire))
+        })?;
+        let node = self.raw_node(idx)?;
+        Some((node.flags & FLAG_GONE == 0).then_some((idx, node)))
+    }
+
+    /// The node stored at global index `i` (no redirect: possibly replaced or deleted).
+    #[inline]
+    fn raw_node(&self, i: u32) -> Option<&Node> {
+        match self.t.nodes.get(i as usize) {
+            Some(n) => Some(n),
+            None => {
+                let ext = self.ext.as_deref()?;
+                ext.nodes.get((i as usize).checked_sub(self.t.nodes.len())?)
+            }
+        }
+    }
+
+    /// Global index of the node that currently holds base node `i`'s name (`i` itself when
+    /// unchanged), or `None` when the name was deleted.
+    fn current(&self, i: u32) -> Option<u32> {
+        let Some(ext) = &self.ext else {
+            return Some(i);
+        };
+        if i as usize >= self.t.nodes.len() {
+            return Some(i);
+        }
+        match ext.redirect.binary_search_by_key(&i, |&(b, _)| b) {
+            Ok(at) => ext.redirect.get(at).map(|&(_, g)| g),
+            Err(_) => Some(i),
+        }
     }
 
     /// The node at exactly `name`, if the name exists (possibly as an empty non-terminal).
@@ -460,33 +576,88 @@ impl Zone {
         self.lookup(&wire).map(|(_, n)| n)
     }
 
-    /// The node at `index` (as returned by [`Zone::lookup`], [`Zone::cut`], ...).
+    /// The node at `index` (as returned by [`Zone::lookup`], [`Zone::cut`],
+    /// [`Node::parent`]): in a patched zone, the current version of that name.
     #[inline]
     pub fn node_at(&self, index: u32) -> Option<&Node> {
-        self.nodes.get(index as usize)
+        if self.ext.is_none() {
+            return self.t.nodes.get(index as usize);
+        }
+        let node = self.raw_node(self.current(index)?)?;
+        (node.flags & FLAG_GONE == 0).then_some(node)
     }
 
-    /// Every node, parents before children.
+    /// Every node with its index, in no particular order (off the query path).
+    fn live_nodes(&self) -> impl Iterator<Item = (u32, &Node)> {
+        let ext = self.ext.as_deref();
+        let base = self
+            .t
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(move |(i, _)| {
+                ext.is_none_or(|e| {
+                    e.redirect
+                        .binary_search_by_key(&(*i as u32), |&(b, _)| b)
+                        .is_err()
+                })
+            })
+            .map(|(i, n)| (i as u32, n));
+        let offset = self.t.nodes.len();
+        let added = ext
+            .map(|e| &e.nodes[..])
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.flags & FLAG_GONE == 0)
+            .map(move |(i, n)| ((offset + i) as u32, n));
+        base.chain(added)
+    }
+
+    /// Every node (for a zone built from scratch: parents before children).
     pub fn nodes(&self) -> impl Iterator<Item = &Node> {
-        self.nodes.iter()
+        self.live_nodes().map(|(_, n)| n)
     }
 
     /// The owner name of `node`: wire form, case as in the zone file.
     #[inline]
     pub fn owner(&self, node: &Node) -> &[u8] {
-        let start = node.name as usize;
-        self.names
-            .get(start..start + usize::from(node.name_len))
-            .unwrap_or_default()
+        self.name_at(node.name, node.name_len)
+    }
+
+    #[inline]
+    fn name_at(&self, at: u32, len: u8) -> &[u8] {
+        let start = at as usize;
+        let end = start + usize::from(len);
+        match self.t.names.get(start..end) {
+            Some(n) => n,
+            None => self
+                .ext
+                .as_deref()
+                .and_then(|e| {
+                    let base = self.t.names.len();
+                    e.names.get(start.checked_sub(base)?..end - base)
+                })
+                .unwrap_or_default(),
+        }
     }
 
     /// The RRsets of `node`, in the order their first records came.
     #[inline]
     pub fn sets(&self, node: &Node) -> &[RdataSet] {
         let start = node.sets as usize;
-        self.sets
-            .get(start..start + usize::from(node.nsets))
-            .unwrap_or_default()
+        let end = start + usize::from(node.nsets);
+        match self.t.sets.get(start..end) {
+            Some(s) => s,
+            None => self
+                .ext
+                .as_deref()
+                .and_then(|e| {
+                    let base = self.t.sets.len();
+                    e.sets.get(start.checked_sub(base)?..end - base)
+                })
+                .unwrap_or_default(),
+        }
     }
 
     /// The RRset of `rtype` at `node`.
@@ -499,10 +670,38 @@ impl Zone {
     /// The length-prefixed RDATAs of `set`.
     #[inline]
     pub fn data(&self, set: &RdataSet) -> &[u8] {
-        let start = set.data as usize;
-        self.rdata
-            .get(start..start + set.len as usize)
-            .unwrap_or_default()
+        self.rdata_at(set.data, set.len)
+    }
+
+    #[inline]
+    fn rdata_at(&self, at: u32, len: u32) -> &[u8] {
+        let start = at as usize;
+        let end = start + len as usize;
+        match self.t.rdata.get(start..end) {
+            Some(d) => d,
+            None => self
+                .ext
+                .as_deref()
+                .and_then(|e| {
+                    let base = self.t.rdata.len();
+                    e.rdata.get(start.checked_sub(base)?..end - base)
+                })
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Number of child nodes of node `idx` (a global index, as stored).
+    fn children(&self, idx: u32) -> u32 {
+        let i = idx as usize;
+        match self.t.children.get(i) {
+            Some(&c) => c,
+            None => self
+                .ext
+                .as_deref()
+                .and_then(|e| e.children.get(i.checked_sub(self.t.children.len())?))
+                .copied()
+                .unwrap_or(0),
+        }
     }
 
     /// `set` (an RRset of `node`) borrowed as an answer-section RRset.
@@ -523,11 +722,12 @@ impl Zone {
             return None;
         }
         // Everything between a non-authoritative node and its topmost cut is also
-        // non-authoritative; the cut itself is not.
+        // non-authoritative; the cut itself is not. A patch never changes these two flags
+        // (new cuts need a rebuild), so a replaced node's old version answers as well.
         let (mut i, mut n) = (idx, *node);
         while n.flags & FLAG_NONAUTH != 0 {
             i = n.parent;
-            n = *self.nodes.get(i as usize)?;
+            n = *self.raw_node(i)?;
         }
         Some(i)
     }
@@ -544,30 +744,33 @@ impl Zone {
         self.lookup(name)
     }
 
-    /// The additional-section RRsets for `set` (A/AAAA of NS/MX/SRV targets in this zone)
-    /// and how many leading ones are required glue.
-    pub fn related<'z>(
-        &'z self,
-        set: &RdataSet,
-    ) -> (impl Iterator<Item = WireRRset<'z>> + 'z, usize) {
-        let related = self.related.get(set.related as usize);
+    /// The additional-section RRsets for `set`, an RRset of `node` (A/AAAA of NS/MX/SRV
+    /// targets in this zone), and how many leading ones are required glue.
+    ///
+    /// A zone built from scratch has them linked at build time; a patched zone looks them
+    /// up (any change may have added, changed or removed a target's addresses).
+    pub fn related<'z>(&'z self, node: &'z Node, set: &'z RdataSet) -> (RelatedSets<'z>, usize) {
+        if self.ext.is_some() {
+            return related::resolve(self, node, set);
+        }
+        let related = self.t.related.get(set.related as usize);
         let required = related.map_or(0, |r| usize::from(r.required));
         let refs = related
             .and_then(|r| {
                 let start = r.refs as usize;
-                self.refs.get(start..start + usize::from(r.len))
+                self.t.refs.get(start..start + usize::from(r.len))
             })
             .unwrap_or_default();
-        (refs.iter().filter_map(|r| self.resolve(*r)), required)
+        (RelatedSets::linked(self, refs), required)
     }
 
     fn resolve(&self, r: SetRef) -> Option<WireRRset<'_>> {
-        let set = self.sets.get(r.set as usize)?;
+        let set = self.t.sets.get(r.set as usize)?;
         let owner = if r.owner & SYNTH_OWNER != 0 {
-            let at = self.rdata.get((r.owner & !SYNTH_OWNER) as usize..)?;
+            let at = self.t.rdata.get((r.owner & !SYNTH_OWNER) as usize..)?;
             at.get(..rdata::name_len(at)?)?
         } else {
-            self.owner(self.nodes.get(r.owner as usize)?)
+            self.owner(self.t.nodes.get(r.owner as usize)?)
         };
         Some(WireRRset {
             owner: Cow::Borrowed(owner),
@@ -577,9 +780,15 @@ impl Zone {
         })
     }
 
+    /// The apex node.
+    #[inline]
+    fn apex(&self) -> Option<&Node> {
+        self.node_at(0)
+    }
+
     /// The apex SOA RRset (always present: the builder refuses zones without one).
     pub fn soa(&self) -> Option<WireRRset<'_>> {
-        let apex = self.nodes.first()?;
+        let apex = self.apex()?;
         self.set(apex, RecordType::SOA).map(|s| self.view(apex, s))
     }
 
@@ -588,7 +797,7 @@ impl Zone {
     #[inline]
     pub fn negative_soa(&self) -> WireRRset<'_> {
         WireRRset {
-            owner: Cow::Borrowed(self.nodes.first().map_or(&[][..], |n| self.owner(n))),
+            owner: Cow::Borrowed(self.apex().map_or(&[][..], |n| self.owner(n))),
             rtype: RecordType::SOA,
             ttl: self.negative_soa.ttl,
             rdata: Cow::Borrowed(self.data(&self.negative_soa)),
@@ -597,9 +806,8 @@ impl Zone {
 
     /// Every RRset of the zone, node by node (off the query path: exports, tests).
     pub fn rrsets(&self) -> impl Iterator<Item = WireRRset<'_>> {
-        self.nodes
-            .iter()
-            .flat_map(move |n| self.sets(n).iter().map(move |s| self.view(n, s)))
+        self.live_nodes()
+            .flat_map(move |(_, n)| self.sets(n).iter().map(move |s| self.view(n, s)))
     }
 
     /// Every record of the zone, decoded into hickory records (off the query path).
@@ -617,15 +825,17 @@ impl Zone {
             .unwrap_or_default()
     }
 
-    /// Approximate heap bytes held by the zone's tables.
+    /// Approximate heap bytes held by the zone's tables (shared base and extension).
     pub fn heap_size(&self) -> usize {
-        self.names.len()
-            + std::mem::size_of_val(&*self.nodes)
-            + std::mem::size_of_val(&*self.index.slots)
-            + std::mem::size_of_val(&*self.sets)
-            + self.rdata.len()
-            + std::mem::size_of_val(&*self.related)
-            + std::mem::size_of_val(&*self.refs)
+        self.t.names.len()
+            + std::mem::size_of_val(&*self.t.nodes)
+            + std::mem::size_of_val(&*self.t.index.slots)
+            + std::mem::size_of_val(&*self.t.sets)
+            + self.t.rdata.len()
+            + std::mem::size_of_val(&*self.t.related)
+            + std::mem::size_of_val(&*self.t.refs)
+            + std::mem::size_of_val(&*self.t.children)
+            + self.patch_size()
     }
 }
 
