@@ -956,6 +956,10 @@ const COMPACT_MAX_AGE: Duration = Duration::from_secs(60);
 /// Events kept per zone while a rebuild runs, to replay onto its result. Past this, they
 /// are dropped and another rebuild follows the running one.
 const MAX_PENDING_EVENTS: usize = 1 << 16;
+/// Changes of more records than this are patched on a heavy-job thread rather than on the
+/// updater's normal-priority thread (a single API change is a handful of records; a purge
+/// batch is `[store] purge_batch_size`).
+const BULK_PATCH_RECORDS: usize = 64;
 
 /// What the snapshot updater tracks for one store-managed zone.
 #[derive(Default)]
@@ -1034,7 +1038,7 @@ async fn snapshot_updater(
                 }
             },
             event = events.recv() => match event {
-                Ok(e) => on_event(&store, &heavy, &published, &mut zones, &mut rebuilds, &e),
+                Ok(e) => on_event(&store, &heavy, &published, &mut zones, &mut rebuilds, &e).await,
                 Err(Lagged::Resync(_)) => {
                     for origin in published.store_managed() {
                         let key = LowerName::new(&origin);
@@ -1050,7 +1054,9 @@ async fn snapshot_updater(
                 Err(Lagged::Closed) => return,
             },
             Some(done) = rebuilds.join_next(), if !rebuilds.is_empty() => match done {
-                Ok(rebuilt) => on_rebuilt(&store, &heavy, &published, &mut zones, &mut rebuilds, rebuilt),
+                Ok(rebuilt) => {
+                    on_rebuilt(&store, &heavy, &published, &mut zones, &mut rebuilds, rebuilt).await
+                }
                 Err(e) => error!("zone snapshot rebuild job failed: {e}"),
             },
         }
@@ -1058,7 +1064,7 @@ async fn snapshot_updater(
 }
 
 /// Applies one change event to its zone's served snapshot (see [`snapshot_updater`]).
-fn on_event(
+async fn on_event(
     store: &Store,
     heavy: &Handle,
     published: &Published,
@@ -1086,7 +1092,18 @@ fn on_event(
     }
     let started = Instant::now();
     let patched = if event.seq == snap.generation + 1 {
-        snap.zone.patch(event).map_err(|e| e.to_string())
+        if event.added.len() + event.removed.len() > BULK_PATCH_RECORDS {
+            // Bulk changes (purge batches, big API writes) are throughput work: patched on
+            // a heavy-job thread, so they never compete with the query workers at normal
+            // priority. The updater waits, which keeps events in order.
+            let (zone, event) = (Arc::clone(&snap.zone), Arc::clone(event));
+            heavy
+                .spawn_blocking(move || zone.patch(&event).map_err(|e| e.to_string()))
+                .await
+                .unwrap_or_else(|e| Err(format!("patch job failed: {e}")))
+        } else {
+            snap.zone.patch(event).map_err(|e| e.to_string())
+        }
     } else {
         Err(format!(
             "change {} after snapshot generation {}",
@@ -1155,7 +1172,7 @@ fn start_rebuild(
 }
 
 /// Completes a rebuild: replays the events newer than it and publishes the result.
-fn on_rebuilt(
+async fn on_rebuilt(
     store: &Store,
     heavy: &Handle,
     published: &Published,
@@ -1176,23 +1193,35 @@ fn on_rebuilt(
         }
     };
     let built_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let mut generation = meta.journal_seq;
-    let mut complete = !st.overflow;
-    for event in pending.iter().filter(|e| e.seq > meta.journal_seq) {
-        let next = (event.seq == generation + 1)
-            .then(|| zone.patch(event).ok())
-            .flatten();
-        match next {
-            Some(z) => {
-                zone = z;
-                generation = event.seq;
+    // The replay can be long (a purge's batches): on a heavy-job thread.
+    let overflow = st.overflow;
+    let replayed = heavy
+        .spawn_blocking(move || {
+            let mut generation = meta.journal_seq;
+            let mut complete = !overflow;
+            for event in pending.iter().filter(|e| e.seq > meta.journal_seq) {
+                let next = (event.seq == generation + 1)
+                    .then(|| zone.patch(event).ok())
+                    .flatten();
+                match next {
+                    Some(z) => {
+                        zone = z;
+                        generation = event.seq;
+                    }
+                    None => {
+                        complete = false;
+                        break;
+                    }
+                }
             }
-            None => {
-                complete = false;
-                break;
-            }
-        }
-    }
+            (zone, generation, complete)
+        })
+        .await;
+    let Ok((zone, generation, complete)) = replayed else {
+        error!(zone = %origin, "zone snapshot replay job failed");
+        start_rebuild(store, heavy, rebuilds, st, key, origin);
+        return;
+    };
     if !complete {
         // Events this result cannot take: build again (the new read includes them).
         start_rebuild(store, heavy, rebuilds, st, key, origin);
