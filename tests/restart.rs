@@ -7,15 +7,14 @@ mod common;
 
 use std::fmt::Write as _;
 use std::fs;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use common::{QueryOpts, TempDir, free_port, query};
+use common::{DataServer as Server, QueryOpts, TempDir, query};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{LowerName, Name, RData, RecordType};
 use muninn::config::Overrides;
@@ -44,83 +43,10 @@ fn zone_text(serial: u32, hosts: u32, www: &str) -> String {
     t
 }
 
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    log: PathBuf,
-}
-
+/// Test-specific queries on the shared server guard.
 impl Server {
-    fn start(zones: &Path, data: &Path, log: PathBuf) -> Server {
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let child = Command::new(BIN)
-            .args([
-                "serve",
-                "--workers",
-                "1",
-                "--listen",
-                &addr.to_string(),
-                "--zones",
-            ])
-            .arg(zones)
-            .arg("--data-dir")
-            .arg(data)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut s = Server { child, addr, log };
-        s.wait_for("muninn serving", 0);
-        s
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits until the log holds `needle` more than `already` times.
-    fn wait_for(&mut self, needle: &str, already: usize) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("muninn exited ({status}):\n{}", self.log());
-            }
-            if self.log().matches(needle).count() > already {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        panic!("no {needle:?} in the log:\n{}", self.log());
-    }
-
-    /// SIGTERM and wait: a graceful stop.
-    fn stop(mut self) -> String {
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
-        let _ = self.child.wait();
-        self.log()
-    }
-
-    /// SIGKILL: a crash.
-    fn crash(mut self) -> String {
-        self.child.kill().unwrap();
-        let _ = self.child.wait();
-        self.log()
-    }
-
     fn sighup(&self) {
-        let ok = Command::new("kill")
-            .args(["-HUP", &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
+        self.signal("-HUP");
     }
 
     /// rcode and A answers for `qname`.
@@ -169,13 +95,6 @@ impl Server {
         assert!(resp.answers.is_empty());
         assert_eq!(resp.authorities.len(), 1);
         assert_eq!(resp.additionals.len(), 1);
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -6,15 +6,14 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use common::{QueryOpts, TempDir, free_port, query};
+use common::{DataServer as Server, QueryOpts, TempDir, query};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::{A, CNAME, SOA};
 use hickory_proto::rr::{Name, RData, RecordType};
@@ -100,72 +99,8 @@ fn rrsets(zone: &Zone) -> BTreeSet<RRsetKey> {
 // The real binary
 // ---------------------------------------------------------------------------------------------
 
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    log: PathBuf,
-}
-
+/// Test-specific queries on the shared server guard.
 impl Server {
-    fn start(zones: &Path, data: &Path, log: PathBuf) -> Server {
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let child = Command::new(BIN)
-            .args([
-                "serve",
-                "--workers",
-                "1",
-                "--listen",
-                &addr.to_string(),
-                "--zones",
-            ])
-            .arg(zones)
-            .arg("--data-dir")
-            .arg(data)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut s = Server { child, addr, log };
-        s.wait_for("muninn serving", 0);
-        s
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits until the log holds `needle` more than `already` times.
-    fn wait_for(&mut self, needle: &str, already: usize) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("muninn exited ({status}):\n{}", self.log());
-            }
-            if self.log().matches(needle).count() > already {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("no {needle:?} in the log:\n{}", self.log());
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
-    }
-
-    fn stop(mut self) -> String {
-        self.signal("-TERM");
-        let _ = self.child.wait();
-        self.log()
-    }
-
     fn a(&self, qname: &str) -> (ResponseCode, Vec<String>, u32) {
         let resp = query(self.addr, qname, RecordType::A, &QueryOpts::default());
         let answers = resp.answers.iter().map(|r| r.data.to_string()).collect();
@@ -175,13 +110,6 @@ impl Server {
             other => panic!("no SOA: {other:?}"),
         };
         (resp.metadata.response_code, answers, serial)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -203,6 +203,87 @@ impl Drop for Server {
     }
 }
 
+/// `muninn serve --zones DIR --data-dir DIR` on a free loopback port with one worker, its
+/// log in a file: the restart and store tests, which stop it gracefully, crash it, signal
+/// it and read its log. Killed (by PID) and reaped on drop.
+pub struct DataServer {
+    pub addr: SocketAddr,
+    child: Child,
+    log: PathBuf,
+}
+
+impl DataServer {
+    /// Starts the server and waits for "muninn serving" in its log.
+    pub fn start(zones: &Path, data: &Path, log: PathBuf) -> DataServer {
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let child = Command::new(env!("CARGO_BIN_EXE_muninn"))
+            .args(["serve", "--workers", "1", "--listen", &addr.to_string()])
+            .arg("--zones")
+            .arg(zones)
+            .arg("--data-dir")
+            .arg(data)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).expect("create log"))
+            .spawn()
+            .expect("start muninn");
+        let mut s = DataServer { addr, child, log };
+        s.wait_for("muninn serving", 0);
+        s
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits (up to 60 s) until the log holds `needle` more than `already` times.
+    pub fn wait_for(&mut self, needle: &str, already: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("muninn exited ({status}):\n{}", self.log());
+            }
+            if self.log().matches(needle).count() > already {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("no {needle:?} in the log:\n{}", self.log());
+    }
+
+    /// Sends a signal (`"-HUP"`, `"-TERM"`, ...) to the process.
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill {sig} failed");
+    }
+
+    /// SIGTERM and wait: a graceful stop. Returns the log.
+    pub fn stop(mut self) -> String {
+        self.signal("-TERM");
+        let _ = self.child.wait();
+        self.log()
+    }
+
+    /// SIGKILL: a crash. Returns the log.
+    pub fn crash(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.log()
+    }
+}
+
+impl Drop for DataServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Path of `knotd`, or `None` (skip) when it is not installed. With `CI=true` a missing knotd
 /// is a hard failure: CI must run these tests.
 pub fn knotd_path() -> Option<PathBuf> {
