@@ -16,6 +16,7 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod handler;
+pub mod httpd;
 pub mod jobs;
 pub mod metrics;
 pub mod notify;

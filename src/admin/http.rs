@@ -17,8 +17,6 @@
 //! | `POST /v1/purges` | start a purge job (records tagged `k=v`): 202 and its status |
 //! | `GET /v1/jobs`, `GET /v1/jobs/{id}` | job statuses with progress |
 
-use std::convert::Infallible;
-use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
@@ -28,23 +26,19 @@ use hickory_proto::rr::{LowerName, Name, RecordType};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::header::{ALLOW, AUTHORIZATION, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
-use hyper::service::service_fn;
 use hyper::{HeaderMap, Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::TcpListener;
 use tokio::runtime::Handle;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use super::records::{self, BadRequest, ListFilter};
 use super::types::{AddRequest, DeleteRequest, ErrorReply, PurgeRequest, RecordList};
 use super::{AdminConfig, AdminError, Token};
 use crate::config::parse_zone_name;
+use crate::httpd;
 use crate::jobs::{JobError, Jobs, PurgeSpec};
 use crate::store::{Change, Store, StoreError, parse_owner, schema};
 use crate::zone::ZoneSet;
@@ -564,83 +558,22 @@ pub fn spawn_admin_server(
 ) -> Result<SocketAddr, AdminError> {
     let addr = api.config.listen;
     let listen_err = |source| AdminError::Listen { addr, source };
-    let listener = bind(rt, addr).map_err(listen_err)?;
+    let listener = httpd::bind(rt, addr).map_err(listen_err)?;
     let bound = listener.local_addr().map_err(listen_err)?;
     if !bound.ip().is_loopback() {
         warn!(%bound, "admin API on a non-loopback address: the bearer token crosses the network in clear text");
     }
-    let server = Server {
-        slots: Arc::new(Semaphore::new(api.config.max_connections)),
-        api,
-        token,
-        tracker: tracker.clone(),
+    let limits = httpd::Limits {
+        max_connections: api.config.max_connections,
+        header_timeout: api.config.header_timeout(),
+        connection_timeout: api.config.connection_timeout(),
     };
-    tracker.spawn_on(server.run(listener), rt);
+    let handler = move |req: Request<Incoming>| {
+        let api = Arc::clone(&api);
+        async move { api.handle(req).await }
+    };
+    httpd::spawn(rt, listener, limits, handler, "admin API", token, tracker);
     Ok(bound)
-}
-
-fn bind(rt: &Handle, listen: SocketAddr) -> io::Result<TcpListener> {
-    let socket = Socket::new(
-        Domain::for_address(listen),
-        Type::STREAM,
-        Some(Protocol::TCP),
-    )?;
-    socket.set_reuse_address(true)?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&listen.into())?;
-    socket.listen(64)?;
-    let _enter = rt.enter();
-    TcpListener::from_std(socket.into())
-}
-
-struct Server {
-    api: Arc<Api>,
-    slots: Arc<Semaphore>,
-    token: CancellationToken,
-    tracker: TaskTracker,
-}
-
-impl Server {
-    async fn run(self, listener: TcpListener) {
-        loop {
-            let accepted = tokio::select! {
-                biased;
-                () = self.token.cancelled() => return,
-                a = listener.accept() => a,
-            };
-            let Ok((stream, peer)) = accepted else {
-                // Out of descriptors or similar: pause rather than spin.
-                tokio::select! {
-                    () = self.token.cancelled() => return,
-                    () = tokio::time::sleep(std::time::Duration::from_millis(100)) => continue,
-                }
-            };
-            let Ok(permit) = Arc::clone(&self.slots).try_acquire_owned() else {
-                debug!(%peer, "admin API: over admin.max_connections, connection closed");
-                drop(stream);
-                continue;
-            };
-            let api = Arc::clone(&self.api);
-            let token = self.token.clone();
-            self.tracker.spawn(async move {
-                let header_timeout = api.config.header_timeout();
-                let lifetime = api.config.connection_timeout();
-                let service = service_fn(move |req| {
-                    let api = Arc::clone(&api);
-                    async move { Ok::<_, Infallible>(api.handle(req).await) }
-                });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(header_timeout)
-                    .serve_connection(TokioIo::new(stream), service);
-                tokio::select! {
-                    () = token.cancelled() => {}
-                    _ = tokio::time::timeout(lifetime, conn) => {}
-                }
-                drop(permit);
-            });
-        }
-    }
 }
 
 #[cfg(test)]

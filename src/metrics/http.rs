@@ -5,7 +5,6 @@
 //! few and bounded; each must send its request head promptly and finish within a time
 //! limit, so a slow or idle client cannot hold a slot for long.
 
-use std::convert::Infallible;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -15,19 +14,15 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{ACCEPT, ALLOW, CONTENT_TYPE, HeaderValue};
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
-use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::TcpListener;
 use tokio::runtime::Handle;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::Metrics;
+use crate::httpd;
 
 /// prometheus-client writes OpenMetrics 1.0 text (ending in `# EOF`); Prometheus asks for
 /// it in its `Accept` header and gets it.
@@ -73,79 +68,28 @@ pub fn spawn_metrics_server(
     token: CancellationToken,
     tracker: &TaskTracker,
 ) -> io::Result<SocketAddr> {
-    let socket = Socket::new(
-        Domain::for_address(listen),
-        Type::STREAM,
-        Some(Protocol::TCP),
-    )?;
-    socket.set_reuse_address(true)?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&listen.into())?;
-    socket.listen(64)?;
-    let listener = {
-        let _enter = rt.enter();
-        TcpListener::from_std(socket.into())?
-    };
+    let listener = httpd::bind(rt, listen)?;
     let bound = listener.local_addr()?;
     let registry = Arc::new(metrics.registry());
-    let server = Server {
-        metrics,
-        registry,
-        slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
-        token,
-        tracker: tracker.clone(),
+    let handler = move |req: Request<Incoming>| {
+        let response = respond(&req, &metrics, &registry);
+        async move { response }
     };
-    tracker.spawn_on(server.run(listener), rt);
+    let limits = httpd::Limits {
+        max_connections: MAX_CONNECTIONS,
+        header_timeout: HEADER_TIMEOUT,
+        connection_timeout: CONNECTION_TIMEOUT,
+    };
+    httpd::spawn(
+        rt,
+        listener,
+        limits,
+        handler,
+        "metrics endpoint",
+        token,
+        tracker,
+    );
     Ok(bound)
-}
-
-struct Server {
-    metrics: Arc<Metrics>,
-    registry: Arc<Registry>,
-    slots: Arc<Semaphore>,
-    token: CancellationToken,
-    tracker: TaskTracker,
-}
-
-impl Server {
-    async fn run(self, listener: TcpListener) {
-        loop {
-            let accepted = tokio::select! {
-                biased;
-                () = self.token.cancelled() => return,
-                a = listener.accept() => a,
-            };
-            let Ok((stream, _)) = accepted else {
-                // Out of descriptors or similar: pause rather than spin.
-                tokio::select! {
-                    () = self.token.cancelled() => return,
-                    () = tokio::time::sleep(Duration::from_millis(100)) => continue,
-                }
-            };
-            let Ok(permit) = Arc::clone(&self.slots).try_acquire_owned() else {
-                drop(stream); // over the connection bound
-                continue;
-            };
-            let metrics = Arc::clone(&self.metrics);
-            let registry = Arc::clone(&self.registry);
-            let token = self.token.clone();
-            self.tracker.spawn(async move {
-                let service = service_fn(move |req| {
-                    let response = respond(&req, &metrics, &registry);
-                    async move { Ok::<_, Infallible>(response) }
-                });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_TIMEOUT)
-                    .serve_connection(TokioIo::new(stream), service);
-                tokio::select! {
-                    () = token.cancelled() => {}
-                    _ = tokio::time::timeout(CONNECTION_TIMEOUT, conn) => {}
-                }
-                drop(permit);
-            });
-        }
-    }
 }
 
 fn respond(
