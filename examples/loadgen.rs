@@ -79,6 +79,84 @@ struct Args {
     /// Free-form label echoed at the start of the result line.
     #[arg(long, default_value = "loadgen")]
     label: String,
+    /// Poll this zone's SOA serial (one query every `--watch-interval-ms`, on its own
+    /// socket, from this process: an outside poller spawning `kdig` would steal CPU from
+    /// the server or the generator and show up in the very latency being measured).
+    #[arg(long)]
+    watch_soa: Option<String>,
+    /// With `--watch-soa`: the serial to wait for; its first sighting is reported.
+    #[arg(long)]
+    watch_serial: Option<u32>,
+    /// With `--watch-serial`: stop sending this many seconds after the serial is first seen.
+    #[arg(long)]
+    after_serial_s: Option<f64>,
+    #[arg(long, default_value_t = 100)]
+    watch_interval_ms: u64,
+}
+
+/// Polls one zone's SOA serial from the generator's own loop.
+struct Watch {
+    sock: UdpSocket,
+    query: Vec<u8>,
+    next_id: u16,
+    interval_ns: u64,
+    next_poll_ns: u64,
+    target: Option<u32>,
+    after_ns: Option<u64>,
+    /// When the target serial was first seen (ns since start).
+    seen_ns: Option<u64>,
+    last_serial: Option<u32>,
+}
+
+impl Watch {
+    fn new(args: &Args, zone: &str) -> anyhow::Result<Watch> {
+        let name = Name::from_str(zone).context("--watch-soa: bad zone name")?;
+        let mut msg = Message::new(0, MessageType::Query, OpCode::Query);
+        msg.add_query(Query::query(name, RecordType::SOA));
+        Ok(Watch {
+            sock: open_socket(&args.server).context("opening the watch socket")?,
+            query: msg.to_vec().context("encoding the SOA query")?,
+            next_id: 0,
+            interval_ns: args.watch_interval_ms.max(1) * 1_000_000,
+            next_poll_ns: 0,
+            target: args.watch_serial,
+            after_ns: args.after_serial_s.map(|s| (s * 1e9) as u64),
+            seen_ns: None,
+            last_serial: None,
+        })
+    }
+
+    /// Sends a poll when one is due, reads answers; returns the new end of sending when
+    /// the target serial has just been seen and `--after-serial-s` is set.
+    fn poll(&mut self, now: u64) -> Option<u64> {
+        if now >= self.next_poll_ns {
+            self.next_poll_ns = now + self.interval_ns;
+            self.next_id = self.next_id.wrapping_add(1);
+            if let Some(id) = self.query.get_mut(..2) {
+                id.copy_from_slice(&self.next_id.to_be_bytes());
+            }
+            let _ = self.sock.send(&self.query);
+        }
+        let mut buf = [0u8; 4096];
+        let mut stop_at = None;
+        while let Ok(n) = self.sock.recv(&mut buf) {
+            let Some(Ok(msg)) = buf.get(..n).map(Message::from_vec) else {
+                continue;
+            };
+            let serial = msg.answers.iter().find_map(|r| match &r.data {
+                hickory_proto::rr::RData::SOA(soa) => Some(soa.serial),
+                _ => None,
+            });
+            if let Some(serial) = serial {
+                self.last_serial = Some(serial);
+                if self.seen_ns.is_none() && Some(serial) == self.target {
+                    self.seen_ns = Some(now);
+                    stop_at = self.after_ns.map(|a| now + a);
+                }
+            }
+        }
+        stop_at
+    }
 }
 
 /// Latency histogram: 1 us buckets up to 10 ms, then 100 us buckets up to 10 s.
@@ -282,6 +360,14 @@ fn main() -> anyhow::Result<()> {
         .collect::<io::Result<_>>()
         .context("opening sockets")?;
 
+    let mut watch = match &args.watch_soa {
+        Some(zone) => Some(Watch::new(&args, zone)?),
+        None => None,
+    };
+    let start_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
     let stop = Arc::new(AtomicBool::new(false));
     if args.stop_on_usr1 {
         signal_hook::flag::register(signal_hook::consts::SIGUSR1, Arc::clone(&stop))
@@ -336,6 +422,11 @@ fn main() -> anyhow::Result<()> {
         let mut did_send = false;
         if duration_ns > now && stop.load(Ordering::Relaxed) {
             duration_ns = now;
+        }
+        if let Some(w) = watch.as_mut()
+            && let Some(end) = w.poll(now)
+        {
+            duration_ns = duration_ns.min(end);
         }
         let sending = now < duration_ns;
         let in_flight: usize = socks.iter().map(|s| s.outstanding).sum();
@@ -502,6 +593,17 @@ fn main() -> anyhow::Result<()> {
         args.sockets,
         args.window,
     );
+    println!("start_unix_s={start_unix:.3}");
+    if let Some(w) = &watch {
+        println!(
+            "watch zone={} serial={} first_seen_s={} last_serial={}",
+            args.watch_soa.as_deref().unwrap_or(""),
+            w.target.map_or("-".to_string(), |t| t.to_string()),
+            w.seen_ns
+                .map_or("-".to_string(), |ns| format!("{:.3}", ns as f64 / 1e9)),
+            w.last_serial.map_or("-".to_string(), |t| t.to_string()),
+        );
+    }
     let seconds_sent = duration_ns.div_ceil(1_000_000_000) as usize;
     for (i, s) in t.seconds.iter().enumerate().take(seconds_sent) {
         println!(

@@ -185,6 +185,15 @@ pub struct Limits {
     /// (RFC 6891 §6.2.5; 1232 avoids IP fragmentation, DNS Flag Day 2020). 512..=65535.
     /// Default: 1232.
     pub max_udp_payload: u16,
+    /// Receive buffer (SO_RCVBUF) asked for each UDP socket, in bytes; 0 keeps the system
+    /// default (net.core.rmem_default, 208 KiB on most Linux systems). The buffer holds the
+    /// queries that arrive while a worker is busy or descheduled: at 100k queries/s the
+    /// default holds about 2 ms of them, and a longer stall (a virtual machine's vCPU
+    /// pause, a page-fault storm) drops the rest. The kernel caps the size at
+    /// net.core.rmem_max (the effective size is logged at start); raise that sysctl to
+    /// get the full buffer. Memory is used only while queries queue. Unbound suggests
+    /// the same 4 MiB for busy servers (`so-rcvbuf`). Default: 4194304.
+    pub udp_receive_buffer: usize,
     /// On SIGTERM/SIGINT, time given to queries in flight to finish before exiting.
     /// Default: 5000 ms.
     pub shutdown_grace_ms: u64,
@@ -328,6 +337,7 @@ impl Default for Limits {
             tcp_idle_timeout_ms: 10_000,
             tcp_message_timeout_ms: 2_000,
             max_udp_payload: 1232,
+            udp_receive_buffer: 4 << 20,
             shutdown_grace_ms: 5_000,
         }
     }

@@ -411,6 +411,7 @@ fn server_limits(limits: &crate::config::Limits) -> server::Limits {
         tcp_idle_timeout: limits.tcp_idle_timeout(),
         tcp_io_timeout: limits.tcp_message_timeout(),
         max_in_flight: limits.max_queries_in_flight,
+        udp_recv_buffer: (limits.udp_receive_buffer > 0).then_some(limits.udp_receive_buffer),
         ..server::Limits::default()
     }
 }

@@ -255,6 +255,7 @@ pub fn spawn_listeners(
     for addr in udp {
         let first = bind_udp(*addr, &limits)?;
         let bound = first.local_addr()?;
+        log_udp_buffer(&first, bound, &limits);
         udp_addrs.push(bound);
         udp_sockets.push(first);
         for _ in 1..workers {
@@ -335,6 +336,26 @@ fn new_socket(addr: SocketAddr, ty: Type, protocol: Protocol) -> io::Result<Sock
     }
     socket.set_nonblocking(true)?;
     Ok(socket)
+}
+
+/// Says what receive buffer the kernel granted, when it is less than what was asked for
+/// (capped by net.core.rmem_max); once per address, not per worker socket.
+fn log_udp_buffer(socket: &tokio::net::UdpSocket, addr: SocketAddr, limits: &Limits) {
+    let Some(asked) = limits.udp_recv_buffer else {
+        return;
+    };
+    // Linux reports twice the size it grants (the doubled value covers bookkeeping; see
+    // socket(7), SO_RCVBUF).
+    match socket2::SockRef::from(socket).recv_buffer_size() {
+        Ok(got) if got / 2 < asked => tracing::info!(
+            %addr,
+            asked,
+            granted = got / 2,
+            "UDP receive buffer capped by net.core.rmem_max; raise it to absorb longer stalls"
+        ),
+        Ok(got) => tracing::debug!(%addr, granted = got / 2, "UDP receive buffer"),
+        Err(e) => tracing::debug!(%addr, "reading SO_RCVBUF: {e}"),
+    }
 }
 
 fn bind_udp(addr: SocketAddr, limits: &Limits) -> io::Result<tokio::net::UdpSocket> {
