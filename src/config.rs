@@ -301,9 +301,11 @@ pub struct HeavyPriority {
 }
 
 impl HeavyPriority {
-    /// Applies this priority to the calling thread; failures are logged, not fatal (a
-    /// seccomp filter may forbid it), since answering queries matters more.
+    /// Applies this priority to the calling thread, and paces its long loops (see
+    /// [`crate::pace`]); failures are logged, not fatal (a seccomp filter may forbid
+    /// them), since answering queries matters more.
     pub fn apply_to_current_thread(self) {
+        crate::pace::enable_on_current_thread();
         if let Err(e) = crate::sys::lower_thread_priority(self.nice) {
             tracing::warn!(
                 "cannot lower heavy-job thread priority to nice {}: {e}",

@@ -20,6 +20,7 @@ pub mod httpd;
 pub mod jobs;
 pub mod metrics;
 pub mod notify;
+pub mod pace;
 pub mod reload;
 pub mod runtime;
 pub mod server;

@@ -1,6 +1,6 @@
 //! Safe wrappers over the few Linux system calls that std, tokio and socket2 do not expose:
-//! batched datagram I/O (`recvmmsg`/`sendmmsg`), per-thread scheduling priority, and giving
-//! freed heap memory back to the system.
+//! batched datagram I/O (`recvmmsg`/`sendmmsg`), per-thread scheduling priority and CPU
+//! time, and giving freed heap memory back to the system.
 //!
 //! This is the only module allowed to use `unsafe`. Every call works on caller-owned
 //! buffers and on stack arrays that live for the duration of the call; nothing is kept.
@@ -207,6 +207,24 @@ pub fn lower_thread_priority(nice: i32) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// CPU time the calling thread has used (`CLOCK_THREAD_CPUTIME_ID`, clock_gettime(2)).
+/// `None` if the clock cannot be read (it always can on Linux).
+pub fn thread_cpu_time() -> Option<std::time::Duration> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec on our stack that outlives the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc < 0 {
+        return None;
+    }
+    Some(std::time::Duration::new(
+        u64::try_from(ts.tv_sec).ok()?,
+        u32::try_from(ts.tv_nsec).ok()?,
+    ))
 }
 
 /// Returns the free memory of every malloc arena to the system (glibc `malloc_trim(0)`:

@@ -443,6 +443,7 @@ impl Store {
         let mut builder = ZoneBuilder::new(&origin, count).map_err(build_err)?;
         let (lo, hi) = zone_range(meta.id);
         for item in records.range(lo.as_slice()..hi.as_slice())? {
+            crate::pace::tick();
             let (_, v) = item?;
             let (rtype, ttl, owner, rdata) = schema::view(v.value()).ok_or_else(|| {
                 StoreError::Corrupt(zone.to_string(), "undecodable record".into())
@@ -1190,6 +1191,7 @@ fn import_zone(
         let (lo, hi) = zone_range(id);
         let mut dead_tags = Vec::new();
         records.retain_in(lo.as_slice()..hi.as_slice(), |k, v| {
+            crate::pace::tick();
             if let Some(rec) = StoredRecord::decode(v) {
                 for t in &rec.meta.tags {
                     dead_tags.push(schema::tag_key(t, k));
@@ -1249,6 +1251,7 @@ fn insert_zone_records(
     // (offset of the owner key in `okeys`, its length, node index)
     let mut owners: Vec<(u32, u16, u32)> = Vec::with_capacity(zone.name_count());
     for (i, node) in zone.nodes().enumerate() {
+        crate::pace::tick();
         if node.is_empty_non_terminal() {
             continue;
         }
@@ -1272,6 +1275,7 @@ fn insert_zone_records(
     let mut value = Vec::with_capacity(1024);
     let mut count = 0u64;
     for owner_entry in &owners {
+        crate::pace::tick();
         let node = zone
             .node_at(owner_entry.2)
             .ok_or_else(|| corrupt("bad node"))?;

@@ -300,24 +300,6 @@ impl Store {
     }
 }
 
-/// Records handled between two [`yield_point`]s in a purge batch: a few hundred
-/// microseconds of B-tree work.
-const YIELD_EVERY: usize = 32;
-
-/// Lets a waiting latency worker have this CPU now. The store writer runs at the heavy-job
-/// priority (SCHED_IDLE by default), yet on the purge benchmark (Linux 6.18, PREEMPT_DYNAMIC,
-/// HZ=250, server pinned to one CPU) the writer busy in B-tree deletes kept the CPU for
-/// whole 4 ms ticks while the woken latency worker waited (perf sched: 130 ms of worker
-/// delay in 3 s behind `muninn-heavy-store`). An explicit `sched_yield` every few hundred
-/// microseconds removed it; a plain system call (`getpid`) did not. The cost: with other
-/// runnable processes on the CPU each yield lets them run first (SCHED_IDLE semantics,
-/// just sooner), so the purge is slower on a busy machine.
-fn yield_point(i: usize) {
-    if i % YIELD_EVERY == YIELD_EVERY - 1 {
-        std::thread::yield_now();
-    }
-}
-
 /// The record type of a tag index key passes the filter's type.
 fn type_matches(filter: &PurgeFilter, tag_key: &[u8]) -> bool {
     match filter.rtype {
@@ -359,8 +341,8 @@ fn classify<'g>(
     let mut all_apex_ns_match: Option<bool> = None;
     let mut delete = Vec::new();
     let (mut soa, mut ns) = (0, 0);
-    for (i, key) in group.keys.iter().enumerate() {
-        yield_point(i);
+    for key in &group.keys {
+        crate::pace::tick();
         let Some(v) = records.get(key.as_slice())? else {
             continue; // deleted since the batch was read
         };
@@ -432,8 +414,8 @@ pub(super) fn purge_batch_txn(
             continue;
         }
         let mut removed = Vec::with_capacity(delete.len());
-        for (i, key) in delete.into_iter().enumerate() {
-            yield_point(i);
+        for key in delete {
+            crate::pace::tick();
             if let Some(rec) = t.remove(key, zone)? {
                 removed.push(rec);
             }

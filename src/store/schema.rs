@@ -108,7 +108,8 @@ impl Fingerprint {
         let mut h = crate::zone::NameHasher::default();
         // A multiple of 8: the hasher consumes 8-byte words, so feeding it whole buffers
         // gives the same hash as feeding it the file at once (see `stable_hash`).
-        let mut buf = vec![0u8; 1 << 20];
+        // 64 KiB: hashing one is ~20 us, a pacing step for heavy threads (see `pace`).
+        let mut buf = vec![0u8; 64 << 10];
         let mut len = 0u64;
         loop {
             let mut filled = 0;
@@ -121,6 +122,7 @@ impl Fingerprint {
                 }
             }
             h.write(buf.get(..filled).unwrap_or_default());
+            crate::pace::tick_many(4);
             len += filled as u64;
             if filled < buf.len() {
                 break;

@@ -349,6 +349,7 @@ impl ZoneBuilder {
         } = self;
         let mut sets: Vec<RdataSet> = Vec::with_capacity(build_sets.len());
         for i in 0..nodes.len() {
+            crate::pace::tick();
             let parent_flags = nodes
                 .get(i)
                 .and_then(|n| nodes.get(n.parent as usize))

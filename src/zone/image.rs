@@ -45,6 +45,8 @@ const PROBE_NAME: &[u8] = b"\x05probe\x07example\x00";
 const MAX_TIE: usize = 1 << 16;
 /// Bytes read or written per chunk while (de)coding a table.
 const CHUNK: usize = 64 * 1024;
+/// A chunk is tens of microseconds of encoding or decoding: pacing steps (see `pace`).
+const CHUNK_TICKS: u32 = 8;
 
 const NODE_SIZE: usize = 16;
 const SLOT_SIZE: usize = 8;
@@ -412,6 +414,7 @@ fn put_table<T, const N: usize>(
 ) -> io::Result<()> {
     let mut buf = vec![0u8; (CHUNK / N) * N];
     for group in items.chunks(CHUNK / N) {
+        crate::pace::tick_many(CHUNK_TICKS);
         let mut used = 0;
         for (item, slot) in group.iter().zip(buf.chunks_exact_mut(N)) {
             if let Some(slot) = slot.first_chunk_mut::<N>() {
@@ -434,6 +437,7 @@ fn get_table<T, const N: usize>(
     let mut buf = vec![0u8; (CHUNK / N) * N];
     let mut left = count;
     while left > 0 {
+        crate::pace::tick_many(CHUNK_TICKS);
         let n = left.min(CHUNK / N);
         let chunk = buf.get_mut(..n * N).ok_or(ImageError::Damaged("table"))?;
         r.read_exact(chunk).map_err(eof)?;

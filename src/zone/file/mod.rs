@@ -389,6 +389,7 @@ impl Loader {
         let mut tokens: Vec<Token<'_>> = Vec::with_capacity(16);
         let mut name_buf: Vec<u8> = Vec::with_capacity(256);
         while let Some(entry) = lexer.next_entry(&mut tokens) {
+            crate::pace::tick();
             let head = match entry {
                 Ok(h) => h,
                 Err(e) => {

@@ -30,6 +30,7 @@ pub(super) fn validate(
     let mut apex_soa: Option<usize> = None;
     let name = |node: u32| zone.node_name(node);
     for (i, r) in records.iter().enumerate() {
+        crate::pace::tick();
         let Some(st) = state.get_mut(r.node as usize) else {
             continue;
         };
@@ -116,6 +117,7 @@ pub(super) fn validate(
         .any(|(i, s)| (i != 0 && s & NS != 0) || s & DNAME != 0);
     if any {
         for (i, r) in records.iter().enumerate() {
+            crate::pace::tick();
             let rtype = RecordType::from(r.rtype);
             let glue = matches!(rtype, RecordType::A | RecordType::AAAA);
             if is_cut(r.node)
