@@ -202,9 +202,11 @@ async fn run(
     let heavy = rt.heavy.handle();
     let zones = Arc::clone(loader.zones());
     let imports = Arc::clone(loader.imports());
+    let load_stats = Arc::clone(loader.stats());
     let loader = Arc::new(Mutex::new(loader));
     let reload_requested = Arc::new(Notify::new());
     let metrics = Metrics::new(Arc::clone(&zones));
+    metrics.set_load_stats(load_stats);
     if config.metrics.enabled {
         let addr = metrics::spawn_metrics_server(
             rt.admin.handle(),

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -296,6 +297,14 @@ async fn counters_after_known_traffic() {
     // A zone not served is not reported, even when recorded.
     m.reload()
         .zone_loaded(&Name::from_str("gone.test.").unwrap(), loaded_at);
+    // Zone load sources (the loader's counters, read at scrape time).
+    let loads = Arc::new(muninn::reload::LoadStats::default());
+    loads.from_file.fetch_add(2, Ordering::Relaxed);
+    loads.from_image.fetch_add(3, Ordering::Relaxed);
+    loads.image_stale.fetch_add(1, Ordering::Relaxed);
+    loads.images_written.fetch_add(4, Ordering::Relaxed);
+    loads.imports_superseded.fetch_add(1, Ordering::Relaxed);
+    m.set_load_stats(Arc::clone(&loads));
     let job = m.jobs().enqueue("zone_load");
     let _waiting = m.jobs().enqueue("zone_load");
     job.start().finish(true);
@@ -478,6 +487,18 @@ async fn counters_after_known_traffic() {
         1.0,
     );
     expect(&s, "muninn_ready", 1.0);
+    for (series, v) in [
+        ("muninn_zone_loads_total{from=\"file\"}", 2.0),
+        ("muninn_zone_loads_total{from=\"image\"}", 3.0),
+        ("muninn_zone_loads_total{from=\"store\"}", 0.0),
+        ("muninn_zone_image_unused_total{reason=\"stale\"}", 1.0),
+        ("muninn_zone_image_unused_total{reason=\"missing\"}", 0.0),
+        ("muninn_zone_image_writes_total{result=\"success\"}", 4.0),
+        ("muninn_zone_image_writes_total{result=\"failure\"}", 0.0),
+        ("muninn_zone_imports_total{result=\"superseded\"}", 1.0),
+    ] {
+        expect(&s, series, v);
+    }
     // Recursion is off: no cache or upstream families at all.
     for family in ["muninn_cache_", "muninn_recursion_", "muninn_upstream_"] {
         assert!(!body.contains(family), "{family} present without recursion");

@@ -46,7 +46,7 @@ use prometheus_client::registry::Registry;
 
 use crate::cache::Resolver;
 use crate::jobs::Jobs;
-use crate::reload::{LoadReport, ZoneOutcome};
+use crate::reload::{LoadReport, LoadStats, ZoneOutcome};
 use crate::server::{Listeners, TcpInFlight, TcpStats, UdpStats};
 use crate::store::Store;
 use crate::zone::ZoneSet;
@@ -65,6 +65,8 @@ pub struct Metrics {
     store: OnceLock<Store>,
     /// The background job registry, once the store is open.
     purge_jobs: OnceLock<Jobs>,
+    /// Where zones were loaded from, image use, background imports.
+    loads: OnceLock<Arc<LoadStats>>,
 }
 
 /// The counter blocks of one [`Listeners`].
@@ -87,12 +89,18 @@ impl Metrics {
             resolver: OnceLock::new(),
             store: OnceLock::new(),
             purge_jobs: OnceLock::new(),
+            loads: OnceLock::new(),
         })
     }
 
     /// Includes the store's figures (change stream, size on disk); set once.
     pub fn set_store(&self, store: Store) {
         let _ = self.store.set(store);
+    }
+
+    /// Includes the zone loader's counters; set once.
+    pub fn set_load_stats(&self, stats: Arc<LoadStats>) {
+        let _ = self.loads.set(stats);
     }
 
     /// Includes the purge job figures; set once.
@@ -700,6 +708,49 @@ impl Metrics {
         )
     }
 
+    fn encode_loads(&self, enc: &mut DescriptorEncoder<'_>, l: &LoadStats) -> fmt::Result {
+        let v = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        counter(
+            enc,
+            "muninn_zone_loads",
+            "Zones loaded, by source: a parsed file, a zone image, or a build from the store.",
+            &[
+                ([("from", "file")], v(&l.from_file)),
+                ([("from", "image")], v(&l.from_image)),
+                ([("from", "store")], v(&l.from_store)),
+            ],
+        )?;
+        counter(
+            enc,
+            "muninn_zone_image_unused",
+            "Loads from the store that could not use the zone image, by reason.",
+            &[
+                ([("reason", "missing")], v(&l.image_missing)),
+                ([("reason", "stale")], v(&l.image_stale)),
+                ([("reason", "damaged")], v(&l.image_damaged)),
+            ],
+        )?;
+        counter(
+            enc,
+            "muninn_zone_image_writes",
+            "Zone images written, by result.",
+            &[
+                ([("result", "success")], v(&l.images_written)),
+                ([("result", "failure")], v(&l.image_write_failed)),
+            ],
+        )?;
+        counter(
+            enc,
+            "muninn_zone_imports",
+            "Background imports of parsed zone files into the store, by result.",
+            &[
+                ([("result", "success")], v(&l.imports_done)),
+                ([("result", "failure")], v(&l.imports_failed)),
+                ([("result", "superseded")], v(&l.imports_superseded)),
+            ],
+        )
+    }
+
     fn encode_jobs(&self, enc: &mut DescriptorEncoder<'_>) -> fmt::Result {
         let mut kinds = lock(&self.jobs.kinds).clone();
         kinds.sort_by_key(|(k, _)| *k);
@@ -1061,6 +1112,9 @@ impl Collector for Metrics {
         self.encode_queries(&mut enc)?;
         self.encode_zones(&mut enc)?;
         self.encode_reloads(&mut enc)?;
+        if let Some(loads) = self.loads.get() {
+            self.encode_loads(&mut enc, loads)?;
+        }
         self.encode_jobs(&mut enc)?;
         if let Some(store) = self.store.get() {
             self.encode_store(&mut enc, store)?;
