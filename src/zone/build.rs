@@ -498,6 +498,7 @@ fn link_related(zone: &mut Zone) {
     let mut cut_lower = [0u8; 255];
     let z: &Zone = zone;
     for node in z.t.nodes.iter() {
+        crate::pace::tick();
         let first = node.sets as usize;
         for (s, set) in z.sets(node).iter().enumerate() {
             let rtype = set.rtype();

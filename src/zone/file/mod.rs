@@ -88,7 +88,7 @@ pub fn load_zone(path: &Path, origin: &Name, include_root: &Path) -> Result<Zone
         }])
     };
     // One record per line is the common case: size the builder's tables once.
-    let lines = data.iter().filter(|&&b| b == b'\n').count();
+    let lines = count_lines(&data);
     let builder = ZoneBuilder::new(origin, lines).map_err(|e| invalid(e.to_string()))?;
     let mut loader = Loader::new(builder, include_root);
     loader.records.reserve(lines);
@@ -117,6 +117,16 @@ pub fn load_zone(path: &Path, origin: &Name, include_root: &Path) -> Result<Zone
         "zone file loaded"
     );
     Ok(zone)
+}
+
+/// Newlines in `data`, a paced step per 64 KiB (a 50 MB file is ~10 ms of counting).
+fn count_lines(data: &[u8]) -> usize {
+    data.chunks(64 << 10)
+        .map(|c| {
+            crate::pace::tick_many(4);
+            c.iter().filter(|&&b| b == b'\n').count()
+        })
+        .sum()
 }
 
 /// Every problem found in the zone file (empty: the zone would load).
@@ -382,8 +392,7 @@ impl Loader {
         // One record per line is the common case: reserve once instead of regrowing (the
         // top file's lines were counted to size the builder).
         if depth > 0 {
-            let lines = data.iter().filter(|&&b| b == b'\n').count();
-            self.records.reserve(lines);
+            self.records.reserve(count_lines(data));
         }
         let mut lexer = Lexer::new(data);
         let mut tokens: Vec<Token<'_>> = Vec::with_capacity(16);
