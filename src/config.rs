@@ -88,6 +88,17 @@ pub struct StoreConfig {
     /// Finished jobs kept for inspection, at least 1 (the oldest are forgotten first).
     /// Default: 100.
     pub jobs_kept: usize,
+    /// Bytes of change events the change stream keeps for consumers that have not read them
+    /// yet (the snapshot updater, metrics). Beyond it the oldest are released and a
+    /// consumer that still needed them rebuilds from the store instead (logged and counted
+    /// in `muninn_store_stream_resyncs_total`). The newest event is kept even when it alone
+    /// is larger, so consumers that keep up always get it. At least 1. Default: 16777216
+    /// (16 MiB).
+    pub change_stream_bytes: usize,
+    /// Events the change stream keeps for consumers that have not read them yet (the same
+    /// rules as `change_stream_bytes`; whichever bound is reached first applies). At
+    /// least 1. Default: 1024.
+    pub change_stream_events: usize,
 }
 
 /// Upper bound of `[store] purge_batch_size`: one write transaction must stay bounded.
@@ -101,6 +112,8 @@ impl Default for StoreConfig {
             purge_workers: 2,
             max_jobs: 2,
             jobs_kept: 100,
+            change_stream_bytes: 16 << 20,
+            change_stream_events: 1024,
         }
     }
 }
@@ -530,6 +543,11 @@ impl Config {
             ("store.max_jobs", self.store.max_jobs),
             // A finished job must stay visible at least until its client has seen the end.
             ("store.jobs_kept", self.store.jobs_kept),
+            ("store.change_stream_bytes", self.store.change_stream_bytes),
+            (
+                "store.change_stream_events",
+                self.store.change_stream_events,
+            ),
         ] {
             if value == 0 {
                 return Err(format!("{key}: must be at least 1"));
@@ -744,6 +762,8 @@ mod tests {
             "[store]\npurge_workers = 0\n",
             "[store]\nmax_jobs = 0\n",
             "[store]\njobs_kept = 0\n",
+            "[store]\nchange_stream_bytes = 0\n",
+            "[store]\nchange_stream_events = 0\n",
             "[server]\nlisten = [\"localhost\"]\n",
             "[[zones.zone]]\nname = \"a.\"\n",
             "[[zones.zone]]\nname = \"a.\"\nfile = \"a\"\nmanaged = \"db\"\n",

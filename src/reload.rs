@@ -556,7 +556,8 @@ impl ZoneLoader {
             StoreOptions {
                 writer_priority: config.runtime.heavy_priority(),
                 cache_bytes: config.store.cache_size,
-                ..StoreOptions::default()
+                event_capacity: config.store.change_stream_events,
+                event_bytes: config.store.change_stream_bytes,
             },
         )?;
         info!(

@@ -20,7 +20,8 @@ use muninn::config::Overrides;
 use muninn::jobs::{JobError, JobSettings, JobState, JobStatus, Jobs, PurgeSpec};
 use muninn::reload::ZoneLoader;
 use muninn::store::{
-    Change, ChangeKind, Import, Managed, NewRecord, Source, Store, StoreError, StoreOptions, schema,
+    Change, ChangeKind, Import, Lagged, Managed, NewRecord, Source, Store, StoreError,
+    StoreOptions, schema,
 };
 use muninn::zone::ZoneSet;
 use muninn::zone::file::load_zone;
@@ -323,6 +324,64 @@ fn counters_are_exact_and_never_go_backwards() {
     );
     let listed: Vec<u64> = h.jobs.list().iter().map(|j| j.id).collect();
     assert_eq!(listed, [started.id, again.id]);
+}
+
+#[test]
+fn a_purge_keeps_the_change_stream_within_its_byte_bound() {
+    const BOUND: usize = 128 * 1024;
+    let dir = TempDir::new("purge-stream-bound");
+    let data = dir.path().join("data");
+    let store = Store::open_dir(
+        &data,
+        StoreOptions {
+            event_bytes: BOUND,
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
+    create_zone(&store, dir.path(), "p.test.", Managed::Store);
+    add_records(&store, "p.test.", "", 6000, 0);
+    let (_, _, seq0) = meta(&store, "p.test.");
+    // A consumer that reads nothing while the purge runs: the worst case for the ring.
+    let mut idle = store.subscribe("idle");
+    let st = store.stats();
+    let retained = || st.retained_bytes.load(std::sync::atomic::Ordering::Relaxed);
+
+    let h = Harness::new(&store, settings(200));
+    let started = h.jobs.start_purge(PurgeSpec::tag(TAG)).unwrap();
+    let mut samples = 0;
+    let (s, _) = h.wait(started.id, |_| {
+        samples += 1;
+        // No event here is larger than the bound, so the bound holds exactly.
+        assert!(retained() <= BOUND as u64, "retained {} bytes", retained());
+    });
+    assert_eq!((s.state, s.deleted, s.batches), (JobState::Done, 6000, 30));
+    assert!(samples > 2, "{samples} samples");
+    assert!(retained() <= BOUND as u64, "retained {} bytes", retained());
+    let kept = st
+        .retained_events
+        .load(std::sync::atomic::Ordering::Relaxed);
+    // Each batch's event carries its 200 removed records: a few fit, not all 30.
+    eprintln!("{kept} of 30 purge events kept within {BOUND} bytes");
+    assert!((1..30).contains(&kept), "{kept} events kept");
+
+    // The idle consumer is told exactly how many it missed, then gets the rest in order.
+    assert_eq!(idle.try_recv().unwrap(), Err(Lagged::Resync(30 - kept)));
+    let mut seqs = Vec::new();
+    while let Some(e) = idle.try_recv() {
+        let e = e.unwrap();
+        // The batch's 200 records and the old SOA out, the new SOA in.
+        assert_eq!(
+            (e.kind, e.removed.len(), e.added.len()),
+            (ChangeKind::Update, 201, 1)
+        );
+        assert!(e.size() <= BOUND);
+        seqs.push(e.seq);
+    }
+    assert_eq!(seqs, (seq0 + 31 - kept..=seq0 + 30).collect::<Vec<_>>());
+    assert_eq!(retained(), 0);
+    assert_eq!(meta(&store, "p.test.").1, BASE);
+    assert_check(&store);
 }
 
 #[test]
@@ -952,6 +1011,8 @@ fn metrics_show_store_and_purge_figures() {
         .stats()
         .published
         .load(std::sync::atomic::Ordering::Relaxed);
+    // A consumer that has not read the purge's events yet: the stream keeps them for it.
+    let pending = store.subscribe("pending");
     let metrics = muninn::metrics::Metrics::new(Arc::new(ArcSwap::from_pointee(ZoneSet::new())));
     let h = Harness::new(&store, settings(300));
     metrics.set_store(store.clone());
@@ -984,11 +1045,30 @@ fn metrics_show_store_and_purge_figures() {
     );
     let size = fs::metadata(store.path()).unwrap().len() as f64;
     assert_eq!(value("muninn_store_file_bytes"), size);
-    assert!(value("muninn_store_events_retained_bytes") > 0.0);
+    let retained = store
+        .stats()
+        .retained_bytes
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(retained > 300 * 50, "{retained} bytes for 3 batches of 300");
+    assert_eq!(value("muninn_store_events_retained_bytes"), retained as f64);
+    assert_eq!(value("muninn_store_events_retained"), 3.0);
+    assert_eq!(
+        value("muninn_store_events_retained_limit_bytes"),
+        16.0 * 1024.0 * 1024.0
+    );
+    assert_eq!(value("muninn_store_events_retained_limit"), 1024.0);
     assert_eq!(value("muninn_store_stream_resyncs_total"), 0.0);
     assert_eq!(value("muninn_store_stream_skipped_events_total"), 0.0);
     assert_eq!(
         value("muninn_store_changes_seen_total{kind=\"update\"}"),
         0.0
+    );
+    drop(pending);
+    assert_eq!(
+        store
+            .stats()
+            .retained_bytes
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
     );
 }

@@ -554,6 +554,11 @@ fn changes_bump_the_serial_and_bad_changes_change_nothing() {
 // Change stream
 // ---------------------------------------------------------------------------------------------
 
+/// Bytes the change stream of [`change_stream_keeps_order_and_a_slow_consumer_resyncs`] may
+/// keep: room for a handful of one-record changes (about 600 bytes each with the SOA
+/// removed and added), far below the event bound.
+const STREAM_BYTES: usize = 4096;
+
 #[test]
 fn change_stream_keeps_order_and_a_slow_consumer_resyncs() {
     let dir = TempDir::new("store-stream");
@@ -562,7 +567,8 @@ fn change_stream_keeps_order_and_a_slow_consumer_resyncs() {
     let store = Store::open_dir(
         &dir.path().join("data"),
         StoreOptions {
-            event_capacity: 8,
+            event_capacity: 100_000,
+            event_bytes: STREAM_BYTES,
             ..StoreOptions::default()
         },
     )
@@ -576,6 +582,9 @@ fn change_stream_keeps_order_and_a_slow_consumer_resyncs() {
         + 1;
     const N: u64 = 60;
     let last_seq = first_seq + N - 1;
+    let stats = || store.stats();
+    assert_eq!(stats().limit_bytes.load(Ordering::Relaxed), 4096);
+    assert_eq!(stats().limit_events.load(Ordering::Relaxed), 100_000);
 
     let slow_progress = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let consumer = |slow: bool, sub: muninn::store::Subscription| {
@@ -583,10 +592,16 @@ fn change_stream_keeps_order_and_a_slow_consumer_resyncs() {
         std::thread::spawn(move || {
             let mut sub = sub;
             let mut seen: Vec<(u64, u32, u32)> = Vec::new();
-            let mut resyncs = Vec::new();
+            // (events seen before, missed count, seq of the next event received)
+            let mut resyncs: Vec<(usize, u64, Option<u64>)> = Vec::new();
             loop {
                 match sub.blocking_recv() {
                     Ok(e) => {
+                        if let Some(r) = resyncs.last_mut()
+                            && r.0 == seen.len()
+                        {
+                            r.2 = Some(e.seq);
+                        }
                         seen.push((e.seq, e.old_serial, e.new_serial));
                         if e.seq == last_seq {
                             break;
@@ -596,7 +611,7 @@ fn change_stream_keeps_order_and_a_slow_consumer_resyncs() {
                             std::thread::sleep(Duration::from_millis(200));
                         }
                     }
-                    Err(Lagged::Resync(n)) => resyncs.push((seen.len(), n)),
+                    Err(Lagged::Resync(n)) => resyncs.push((seen.len(), n, None)),
                     Err(Lagged::Closed) => break,
                 }
             }
@@ -608,8 +623,9 @@ fn change_stream_keeps_order_and_a_slow_consumer_resyncs() {
     let slow = consumer(true, store.subscribe("slow"));
 
     let started = Instant::now();
+    let mut largest = 0;
     for i in 0..N {
-        store
+        let event = store
             .apply_blocking(
                 &name("e.test."),
                 Change {
@@ -618,8 +634,17 @@ fn change_stream_keeps_order_and_a_slow_consumer_resyncs() {
                 },
             )
             .unwrap();
+        largest = largest.max(event.size());
+        // Sampled after every commit: never above the bound (no event here exceeds it).
+        let retained = stats().retained_bytes.load(Ordering::Relaxed);
+        assert!(
+            retained <= STREAM_BYTES as u64,
+            "retained {retained} bytes after commit {i}"
+        );
     }
     let writer_time = started.elapsed();
+    // The bound forces resyncs: it holds only a few of these events.
+    assert!(largest * 5 < STREAM_BYTES, "events of {largest} bytes");
     // The writer did not wait for the slow consumer: all commits are done while it has
     // handled only a few events (it spends 200 ms on each).
     let slow_seen_when_writer_done = slow_progress.load(Ordering::SeqCst);
@@ -639,8 +664,20 @@ fn change_stream_keeps_order_and_a_slow_consumer_resyncs() {
         }
     }
     let (seen, resyncs) = slow.join().unwrap();
-    // It fell behind: told to resync (never a silent gap), and what it saw is in order.
+    // It fell behind: told to resync (never a silent gap) with the exact count it missed,
+    // then went on in order from the oldest retained event.
     assert!(!resyncs.is_empty(), "slow consumer never lagged");
+    for &(before, missed, next) in &resyncs {
+        let last_seen = match before {
+            0 => first_seq - 1,
+            n => seen[n - 1].0,
+        };
+        assert_eq!(
+            next,
+            Some(last_seen + missed + 1),
+            "resync {resyncs:?} vs seen {seen:?}"
+        );
+    }
     let skipped: u64 = resyncs.iter().map(|r| r.1).sum();
     assert_eq!(
         seen.len() as u64 + skipped,
@@ -649,9 +686,61 @@ fn change_stream_keeps_order_and_a_slow_consumer_resyncs() {
     );
     assert!(seen.windows(2).all(|w| w[0].0 < w[1].0));
     assert_eq!(seen.last().unwrap().0, last_seq);
-    assert!(store.stats().resyncs.load(Ordering::Relaxed) >= 1);
-    let bound = store.stats().retained_bytes.load(Ordering::Relaxed);
-    assert!(bound > 0 && bound < 64 * 1024, "retained {bound} bytes");
+    assert_eq!(
+        stats().resyncs.load(Ordering::Relaxed),
+        resyncs.len() as u64
+    );
+    assert_eq!(stats().skipped.load(Ordering::Relaxed), skipped);
+    // Every consumer is gone: nothing is retained for anyone.
+    assert_eq!(stats().retained_bytes.load(Ordering::Relaxed), 0);
+    assert_eq!(stats().retained_events.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn change_stream_delivers_an_event_larger_than_its_byte_bound() {
+    let dir = TempDir::new("store-stream-big");
+    let file = dir.path().join("e.test.zone");
+    fs::write(&file, ZONE).unwrap();
+    let store = Store::open_dir(
+        &dir.path().join("data"),
+        StoreOptions {
+            event_bytes: 1024,
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
+    import(&store, &file, "e.test.", Managed::Store);
+    let mut keeps_up = store.subscribe("keeps-up");
+    let adds: Vec<NewRecord> = (0..200)
+        .map(|i| a(&format!("b{i}.e.test."), [10, 1, 0, i as u8], &["big=yes"]))
+        .collect();
+    let event = store
+        .apply_blocking(
+            &name("e.test."),
+            Change {
+                add: adds.clone(),
+                ..Change::default()
+            },
+        )
+        .unwrap();
+    assert!(event.size() > 10 * 1024, "{} bytes", event.size());
+    // Kept alone, beyond the bound, for the consumer that has not read it yet.
+    let st = store.stats();
+    assert_eq!(st.retained_events.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        st.retained_bytes.load(Ordering::Relaxed),
+        event.size() as u64
+    );
+    let got = keeps_up
+        .try_recv()
+        .expect("the big event is delivered")
+        .unwrap();
+    assert!(Arc::ptr_eq(&got, &event));
+    // The 200 records and the new SOA; the old SOA removed.
+    assert_eq!((got.added.len(), got.removed.len()), (201, 1));
+    assert!(keeps_up.try_recv().is_none());
+    assert_eq!(st.retained_bytes.load(Ordering::Relaxed), 0);
+    assert_eq!(st.resyncs.load(Ordering::Relaxed), 0);
 }
 
 // ---------------------------------------------------------------------------------------------

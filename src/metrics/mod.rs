@@ -818,8 +818,26 @@ impl Metrics {
         gauge1(
             enc,
             "muninn_store_events_retained_bytes",
-            "Approximate bytes held by the change events the stream keeps for slow consumers.",
+            "Approximate bytes held by the change events the stream keeps for consumers that have not read them.",
             Some(load(&st.retained_bytes)),
+        )?;
+        gauge1(
+            enc,
+            "muninn_store_events_retained",
+            "Change events the stream keeps for consumers that have not read them.",
+            Some(load(&st.retained_events)),
+        )?;
+        gauge1(
+            enc,
+            "muninn_store_events_retained_limit_bytes",
+            "Bound on the bytes of change events kept for consumers ([store] change_stream_bytes; the newest event is kept even when larger).",
+            Some(load(&st.limit_bytes)),
+        )?;
+        gauge1(
+            enc,
+            "muninn_store_events_retained_limit",
+            "Bound on the change events kept for consumers ([store] change_stream_events).",
+            Some(load(&st.limit_events)),
         )?;
         counter1(
             enc,

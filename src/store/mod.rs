@@ -61,7 +61,7 @@ use std::thread::JoinHandle;
 
 use hickory_proto::rr::{Name, RData, RecordType};
 use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::oneshot;
 use tracing::error;
 
 use crate::zone::image::{self, ImageError};
@@ -161,8 +161,12 @@ redb_errors!(
 /// Tuning of [`Store::open`].
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
-    /// Events the change stream keeps for slow consumers before they must resync.
+    /// Events the change stream keeps for slow consumers before they must resync
+    /// (`[store] change_stream_events`).
     pub event_capacity: usize,
+    /// Bytes of events the change stream keeps for slow consumers before they must resync
+    /// (`[store] change_stream_bytes`; the newest event is kept even when larger).
+    pub event_bytes: usize,
     /// redb page cache.
     pub cache_bytes: usize,
     /// Scheduling priority of the writer thread (that of the heavy-job threads).
@@ -172,7 +176,8 @@ pub struct StoreOptions {
 impl Default for StoreOptions {
     fn default() -> StoreOptions {
         StoreOptions {
-            event_capacity: 1024,
+            event_capacity: crate::config::StoreConfig::default().change_stream_events,
+            event_bytes: crate::config::StoreConfig::default().change_stream_bytes,
             cache_bytes: crate::config::StoreConfig::default().cache_size,
             writer_priority: crate::config::RuntimeConfig::default().heavy_priority(),
         }
@@ -246,7 +251,7 @@ struct Inner {
     db: Arc<Database>,
     path: PathBuf,
     commands: Option<mpsc::SyncSender<Command>>,
-    events: broadcast::Sender<Arc<ChangeEvent>>,
+    events: Arc<stream::Stream>,
     stats: Arc<StreamStats>,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
@@ -300,8 +305,12 @@ impl Store {
         remove_stale_image_temps(path);
         let db = Arc::new(db);
         let stats = Arc::new(StreamStats::default());
-        let publisher = stream::Publisher::new(options.event_capacity, Arc::clone(&stats));
-        let events = publisher.sender();
+        let publisher = stream::Publisher::new(
+            options.event_capacity,
+            options.event_bytes,
+            Arc::clone(&stats),
+        );
+        let events = publisher.stream();
         let (tx, rx) = mpsc::sync_channel(64);
         let writer_db = Arc::clone(&db);
         let priority = options.writer_priority;
@@ -347,7 +356,7 @@ impl Store {
 
     /// A new consumer of the change stream, starting after the last published event.
     pub fn subscribe(&self, consumer: &str) -> Subscription {
-        Subscription::from_sender(&self.inner.events, consumer, Arc::clone(&self.inner.stats))
+        Subscription::new(&self.inner.events, consumer)
     }
 
     async fn request<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, StoreError> {
