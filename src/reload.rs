@@ -14,7 +14,10 @@
 //!   through [`crate::store::Store::apply`]; a configured file only seeds a zone that is not
 //!   in the store yet. The snapshot updater (a change-stream consumer) patches the served
 //!   snapshot with each committed change ([`Zone::patch`]) and rebuilds it from the store
-//!   when a patch cannot (see `snapshot_updater`).
+//!   when a patch cannot, or to compact it (see `snapshot_updater`). A rebuild that took no
+//!   replayed change is the zone as stored: its image is written in the background (at most
+//!   one per zone per `IMAGE_MIN_INTERVAL` while changes go on), so that a restart after
+//!   changes reads the image rather than building the zone from the store.
 //!
 //! Every change is published as one new [`ZoneSet`] with a single atomic store: queries see
 //! either the old or the new set, never a mix. A zone that fails to load keeps serving its
