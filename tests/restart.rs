@@ -1,8 +1,11 @@
 //! The zone load path: a changed zone is served before its store import runs, a restart
 //! reads the zone image, a missing, stale or damaged image falls back to the store and still
 //! serves the right zone, a crash (kill -9) mid-import restarts from the file, and reloads
-//! that arrive while an import runs end with the newest version stored.
+//! that arrive while an import runs end with the newest version stored. A store-managed zone
+//! changed through the admin API restarts from the image written after its compaction, and
+//! never from an image older than its last change.
 
+mod admin_harness;
 mod common;
 
 use std::fmt::Write as _;
@@ -13,9 +16,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use admin_harness::AdminServer;
 use arc_swap::ArcSwap;
 use common::{DataServer as Server, QueryOpts, TempDir, query};
-use hickory_proto::op::ResponseCode;
+use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{LowerName, Name, RData, RecordType};
 use muninn::config::Overrides;
 use muninn::reload::{LoadedFrom, ZoneLoader, ZoneOutcome};
@@ -378,4 +382,177 @@ fn reloads_during_an_import_are_served_at_once_and_the_newest_version_is_stored(
     drop(store);
     drop(loader);
     rt.shutdown();
+}
+
+const RECORDS: &str = "/v1/zones/example.test./records";
+
+/// One API write to the store-managed zone, checked: 200 and the serial it moved to.
+fn change(s: &AdminServer, method: &str, body: &str, old: u32, new: u32) {
+    let r = s.call(method, RECORDS, Some(body));
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        (
+            r.json()["old_serial"].as_u64(),
+            r.json()["new_serial"].as_u64()
+        ),
+        (Some(u64::from(old)), Some(u64::from(new))),
+        "{r:?}"
+    );
+    s.wait_serial("example.test.", new);
+}
+
+/// A whole response as text: rcode, AA, then every record of every section in order.
+fn full(resp: &Message) -> Vec<String> {
+    let mut out = vec![format!(
+        "{:?} aa={}",
+        resp.metadata.response_code, resp.metadata.authoritative
+    )];
+    for (section, records) in [
+        ("an", &resp.answers),
+        ("ns", &resp.authorities),
+        ("ar", &resp.additionals),
+    ] {
+        for r in records {
+            out.push(format!(
+                "{section} {} {} {} {}",
+                r.name,
+                r.ttl,
+                r.record_type(),
+                r.data
+            ));
+        }
+    }
+    out
+}
+
+fn ask(s: &AdminServer, qname: &str, rtype: RecordType) -> Vec<String> {
+    full(&query(s.dns, qname, rtype, &QueryOpts::default()))
+}
+
+/// Number of image writes of the store-managed zone in a log.
+fn zone_images_written(log: &str) -> usize {
+    log.matches("zone image written zone=example.test.").count()
+}
+
+fn example_loaded_from(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|l| l.contains("zone loaded zone=example.test."))
+        .filter_map(|l| l.split("from=\"").nth(1))
+        .filter_map(|rest| rest.split('"').next())
+        .collect()
+}
+
+/// The answers that show every change of the first test (serial 13) and nothing else.
+fn assert_changed_zone(s: &AdminServer) {
+    const SOA: &str =
+        "ns example.test. 300 SOA ns1.example.test. hostmaster.example.test. 13 3600 600 86400 300";
+    assert_eq!(
+        ask(s, "example.test.", RecordType::SOA),
+        [
+            "NoError aa=true",
+            "an example.test. 300 SOA ns1.example.test. hostmaster.example.test. 13 3600 600 86400 300",
+        ]
+    );
+    // Added (two types at a new name).
+    assert_eq!(
+        ask(s, "new.example.test.", RecordType::A),
+        ["NoError aa=true", "an new.example.test. 60 A 192.0.2.7"]
+    );
+    assert_eq!(
+        ask(s, "new.example.test.", RecordType::TXT),
+        ["NoError aa=true", "an new.example.test. 60 TXT hello"]
+    );
+    // Replaced: the old address is gone, the TTL is the new one.
+    assert_eq!(
+        ask(s, "www.example.test.", RecordType::A),
+        ["NoError aa=true", "an www.example.test. 120 A 192.0.2.9"]
+    );
+    // Deleted: the name no longer exists (RFC 2308 §3: SOA in the authority section, TTL
+    // the minimum of its TTL and MINIMUM field).
+    assert_eq!(
+        ask(s, "alias.example.test.", RecordType::CNAME),
+        ["NXDomain aa=true", SOA]
+    );
+    // Untouched data is still there.
+    assert_eq!(
+        ask(s, "ns1.example.test.", RecordType::A),
+        ["NoError aa=true", "an ns1.example.test. 300 A 192.0.2.53"]
+    );
+}
+
+#[test]
+fn a_store_managed_zone_restarts_from_the_image_written_after_its_compaction() {
+    let mut s = AdminServer::start();
+    // The seed (serial 10) was imported from its file: no image of the zone yet.
+    assert_eq!(example_loaded_from(&s.log()), ["file"]);
+    change(
+        &s,
+        "POST",
+        r#"{"records":[{"name":"new","type":"A","ttl":60,"data":"192.0.2.7"},{"name":"new","type":"TXT","ttl":60,"data":"hello"}]}"#,
+        10,
+        11,
+    );
+    change(
+        &s,
+        "POST",
+        r#"{"records":[{"name":"www","type":"A","ttl":120,"data":"192.0.2.9"}],"replace":true}"#,
+        11,
+        12,
+    );
+    change(&s, "DELETE", r#"{"name":"alias"}"#, 12, 13);
+    assert_changed_zone(&s);
+    // The patched snapshot is compacted once the changes pause; its result is the zone as
+    // stored, and its image follows.
+    s.wait_for("zone image written zone=example.test.");
+    assert_changed_zone(&s);
+
+    let out = s.restart();
+    assert_eq!(zone_images_written(&out), 1, "{out}");
+    let log = s.log();
+    assert_eq!(example_loaded_from(&log), ["image"], "{log}");
+    assert_changed_zone(&s);
+    // An image read at start is not written again.
+    let out = s.restart();
+    assert_eq!(zone_images_written(&out), 0, "{out}");
+    assert_eq!(example_loaded_from(&s.log()), ["image"]);
+    assert_changed_zone(&s);
+}
+
+#[test]
+fn a_change_committed_after_the_image_is_served_after_a_restart_not_the_stale_image() {
+    let mut s = AdminServer::start();
+    change(
+        &s,
+        "POST",
+        r#"{"records":[{"name":"www","type":"A","ttl":60,"data":"192.0.2.20"}],"replace":true}"#,
+        10,
+        11,
+    );
+    s.wait_for("zone image written zone=example.test.");
+    // Committed and served, then a stop long before its compaction (5 s of no change).
+    change(
+        &s,
+        "POST",
+        r#"{"records":[{"name":"www","type":"A","ttl":60,"data":"192.0.2.21"}],"replace":true}"#,
+        11,
+        12,
+    );
+    let out = s.restart();
+    assert_eq!(zone_images_written(&out), 1, "{out}");
+    let log = s.log();
+    assert_eq!(example_loaded_from(&log), ["store"], "{log}");
+    assert!(
+        log.contains("zone image not used") && log.contains("reason=\"stale\""),
+        "{log}"
+    );
+    let www = ["NoError aa=true", "an www.example.test. 60 A 192.0.2.21"];
+    assert_eq!(ask(&s, "www.example.test.", RecordType::A), www);
+    assert_eq!(s.serial("example.test."), 12);
+
+    // The start built the zone from the store and wrote its image: the next restart reads it.
+    s.wait_for("zone image written zone=example.test.");
+    s.restart();
+    assert_eq!(example_loaded_from(&s.log()), ["image"]);
+    assert_eq!(ask(&s, "www.example.test.", RecordType::A), www);
+    assert_eq!(s.serial("example.test."), 12);
 }

@@ -82,11 +82,16 @@ impl ImageError {
     }
 }
 
+/// True when `zone` can be written as an image: freshly built (or compacted), nothing
+/// patched onto it. A patched zone's changes live in its extension, which an image does
+/// not hold.
+pub fn writable(zone: &Zone) -> bool {
+    zone.ext.is_none()
+}
+
 /// Writes `zone` as an image tied to `tie`.
 pub fn write(zone: &Zone, tie: &[u8], out: impl Write) -> io::Result<()> {
-    // A patched zone's changes live in its extension, which an image does not hold: only
-    // freshly built (or compacted) zones are written.
-    if zone.ext.is_some() {
+    if !writable(zone) {
         return Err(io::Error::other(
             "a patched zone has no image until it is compacted",
         ));

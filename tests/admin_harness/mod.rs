@@ -42,6 +42,21 @@ pub struct AdminServer {
     pub config: PathBuf,
     pub dir: TempDir,
     log: PathBuf,
+    /// Runs started so far (each logs to its own file).
+    runs: u32,
+}
+
+fn spawn(config: &Path, log: &Path) -> Child {
+    Command::new(BIN)
+        .arg("serve")
+        .arg("--config")
+        .arg(config)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
 }
 
 /// Writes the zones, the token file and a config (with `extra` appended to `[admin]`) into
@@ -79,16 +94,7 @@ impl AdminServer {
         let dir = TempDir::new("admin");
         let (config, dns, api) = write_setup(dir.path(), extra);
         let log = dir.path().join("muninn.log");
-        let child = Command::new(BIN)
-            .arg("serve")
-            .arg("--config")
-            .arg(&config)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
+        let child = spawn(&config, &log);
         let mut s = AdminServer {
             child,
             dns,
@@ -96,9 +102,28 @@ impl AdminServer {
             config,
             dir,
             log,
+            runs: 1,
         };
         s.wait_for("muninn serving");
         s
+    }
+
+    /// A graceful stop (SIGTERM, waited for), then a new start with the same config, data
+    /// and ports, logging to a fresh file. Returns the stopped run's log.
+    pub fn restart(&mut self) -> String {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -TERM failed");
+        let _ = self.child.wait();
+        let old = self.log();
+        self.runs += 1;
+        self.log = self.dir.path().join(format!("muninn.{}.log", self.runs));
+        self.child = spawn(&self.config, &self.log);
+        self.wait_for("muninn serving");
+        old
     }
 
     pub fn log(&self) -> String {
@@ -109,7 +134,8 @@ impl AdminServer {
         self.child.id()
     }
 
-    fn wait_for(&mut self, needle: &str) {
+    /// Waits (up to 20 s) until the current run's log holds `needle`.
+    pub fn wait_for(&mut self, needle: &str) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
