@@ -380,11 +380,11 @@ impl Api {
 
     async fn zones_list(&self) -> Result<Reply, ApiError> {
         let store = self.store()?;
-        let mut served: Vec<(Name, u32)> = self
+        let mut served: Vec<(Name, u32, u64)> = self
             .zones
             .load()
             .iter()
-            .map(|z| (z.origin().clone(), z.serial()))
+            .map(|z| (z.origin().clone(), z.serial(), z.record_count() as u64))
             .collect();
         served.sort_by(|a, b| a.0.cmp(&b.0));
         let infos = self

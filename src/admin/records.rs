@@ -271,21 +271,26 @@ pub fn list(
     Ok((out, more, meta.serial))
 }
 
-/// `GET /v1/zones`: the served zones (`served`, sorted) with their stored metadata.
-pub fn zone_infos(store: &Store, served: &[(Name, u32)]) -> Result<Vec<ZoneInfo>, StoreError> {
+/// `GET /v1/zones`: the served zones (`served`: origin, serial and record count of the
+/// served snapshot, sorted) with their stored metadata. A file-managed zone is served
+/// before its import into the store commits (see `reload`): until then, and whenever the
+/// store holds another version than the one served, the served snapshot's figures are
+/// the ones that answer queries and are reported.
+pub fn zone_infos(store: &Store, served: &[(Name, u32, u64)]) -> Result<Vec<ZoneInfo>, StoreError> {
     let txn = store.database().begin_read().map_err(db_err)?;
     let zones = txn.open_table(ZONES).map_err(db_err)?;
     let mut out = Vec::with_capacity(served.len());
-    for (origin, serial) in served {
+    for (origin, serial, records) in served {
         let meta = read_meta(&zones, origin)?;
+        let stored = meta.as_ref().filter(|m| m.serial == *serial);
         out.push(ZoneInfo {
             name: origin.to_string(),
             managed: meta
                 .as_ref()
                 .map_or("file", |m| m.managed.as_str())
                 .to_string(),
-            serial: meta.as_ref().map_or(*serial, |m| m.serial),
-            records: meta.as_ref().map_or(0, |m| m.record_count),
+            serial: *serial,
+            records: stored.map_or(*records, |m| m.record_count),
         });
     }
     Ok(out)
