@@ -15,7 +15,8 @@
 #      FOREIGN_MAX).
 #
 # Environment: RECORDS (1000000), SMALL_NAMES (1000), BATCH ([store] purge_batch_size, 1000),
-# BEFORE (s, 6), AFTER (s, 5), PURGE_MAX (s, bound on the purge, 900), RATE (QPS; default half
+# BEFORE (s, 10), AFTER (s, 10), SAMPLE_EVERY (s between CPU samples, 5), POLL_EVERY (s between
+# job polls, 2), PURGE_MAX (s, bound on the purge, 900), RATE (QPS; default half
 # the max), FOREIGN_MAX (% of one CPU, 10), QUIET_WAIT (s, 15), MODE ("both", "offline",
 # "online"), RUNTIME_EXTRA (lines added to the server's [runtime] table), MUNINN_BIN / LOADGEN_BIN (skip the cargo build), KEEP=1 (keep the work directory).
 set -euo pipefail
@@ -32,8 +33,13 @@ root=$(dirname "$here")
 RECORDS=${RECORDS:-1000000}
 SMALL_NAMES=${SMALL_NAMES:-1000}
 BATCH=${BATCH:-1000}
-BEFORE=${BEFORE:-6}
-AFTER=${AFTER:-5}
+BEFORE=${BEFORE:-10}
+AFTER=${AFTER:-10}
+# The CPU sampler and the job poller fork a dozen processes per round, which land on the
+# two measured cores: perf showed them (bash, curl, sed) among the worst query stalls at
+# one round per second. Hence a round every few seconds.
+SAMPLE_EVERY=${SAMPLE_EVERY:-5}
+POLL_EVERY=${POLL_EVERY:-2}
 PURGE_MAX=${PURGE_MAX:-900}
 FOREIGN_MAX=${FOREIGN_MAX:-10}
 QUIET_WAIT=${QUIET_WAIT:-15}
@@ -88,7 +94,7 @@ pick_port() {
 busy() { awk '$1 == "cpu" {print $2+$3+$4+$7+$8}' /proc/stat; }
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 
-# Once a second until killed: "t cpu0_busy cpu1_busy lat_ticks heavy_ticks other_ticks" with
+# Every SAMPLE_EVERY s until killed: "t cpu0_busy cpu1_busy lat_ticks heavy_ticks other_ticks" with
 # the server's CPU split by thread kind (latency workers, heavy-job threads incl. the store
 # writer, the rest: admin, main).
 sample() {
@@ -103,7 +109,7 @@ sample() {
                       if (c ~ /muninn-lat/) l += n; else if (c ~ /muninn-heavy/) h += n; else o += n}
                      END {printf " %d %d %d\n", l, h, o}'
         } >>"$3"
-        sleep 1
+        sleep "$SAMPLE_EVERY"
     done
 }
 
@@ -246,7 +252,7 @@ EOF
     }
     : >"$W/progress.txt"
     while :; do
-        sleep 1
+        sleep "$POLL_EVERY"
         api "http://127.0.0.1:$aport/v1/jobs/$id" >"$W/job.json"
         state=$(jstr state <"$W/job.json")
         printf '%s processed=%s deleted=%s total=%s rate=%s\n' "$(since "$tl")" "$(jnum processed <"$W/job.json")" \

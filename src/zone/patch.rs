@@ -312,6 +312,8 @@ impl<'a> Work<'a> {
         let mut delta = 0i64;
         let mut items: Vec<Item<'a>> = Vec::new();
         for ((lower, code), (adds, removes)) in groups {
+            // A purge batch is a thousand names: on a heavy-job thread, paced.
+            crate::pace::tick();
             let rtype = RecordType::from(code);
             let i = self.entry(&lower);
             let zone = self.zone;
