@@ -8,12 +8,12 @@ mod common;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use common::TempDir;
+use common::{KillOnDrop, Rng, TempDir, muninn_cmd, open_store as open};
 use hickory_proto::rr::rdata::{A, NS, SOA, TXT};
 use hickory_proto::rr::{LowerName, Name, RData, RecordType};
 use muninn::config::Overrides;
@@ -52,19 +52,6 @@ fn a(owner: &str, i: u32, tags: &[String]) -> NewRecord {
         ttl: 300,
         data: RData::A(A::new(10, (i >> 16) as u8, (i >> 8) as u8, i as u8)),
         tags: tags.to_vec(),
-    }
-}
-
-fn open(dir: &Path) -> Store {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match Store::open_dir(dir, StoreOptions::default()) {
-            Ok(s) => return s,
-            Err(StoreError::Locked(_)) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(10))
-            }
-            Err(e) => panic!("{e}"),
-        }
     }
 }
 
@@ -808,43 +795,6 @@ fn the_served_zone_follows_the_purge() {
 // The offline command and kill -9
 // ---------------------------------------------------------------------------------------------
 
-/// Kills (SIGKILL, by PID) and reaps the child on drop, also when the test fails.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A small deterministic generator (xorshift), seeded from the clock and printed so that a
-/// failing run can be repeated.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
-fn db(args: &[&str], data: &Path) -> (Option<i32>, String, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .arg("--data-dir")
-        .arg(data)
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn db_purge_command_dry_run_and_purge() {
     let dir = TempDir::new("purge-cli");
@@ -855,14 +805,14 @@ fn db_purge_command_dry_run_and_purge() {
         add_records(&store, "k.test.", "", 1500, 10);
         tag_soa(&store, "k.test.");
     }
-    let (code, out, err) = db(&["db", "purge", "--tag", TAG, "--dry-run"], &data);
+    let (code, out, err) = muninn_cmd(&["db", "purge", "--tag", TAG, "--dry-run"], &data);
     assert_eq!(code, Some(0), "{out}{err}");
     assert_eq!(
         out,
         "dry run, tag purge=me: 1500 records would be deleted, 1 skipped, 1501 processed of 1501; nothing changed\n\
          skipped 1 in k.test.: the SOA record is never deleted (RFC 1035 §5.2)\n"
     );
-    let (code, out, err) = db(
+    let (code, out, err) = muninn_cmd(
         &[
             "db",
             "purge",
@@ -883,13 +833,13 @@ fn db_purge_command_dry_run_and_purge() {
         ),
         "{out}"
     );
-    let (code, out, err) = db(&["db", "check"], &data);
+    let (code, out, err) = muninn_cmd(&["db", "check"], &data);
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(
         out.contains("zone k.test.: store-managed, serial 118, 15 records"),
         "{out}"
     );
-    let (code, out, err) = db(&["db", "purge", "--tag", "nokey"], &data);
+    let (code, out, err) = muninn_cmd(&["db", "purge", "--tag", "nokey"], &data);
     assert_eq!(code, Some(1));
     assert!(out.is_empty());
     assert!(err.contains("bad tag \"nokey\""), "{err}");
@@ -943,7 +893,7 @@ fn kill_9_during_db_purge_leaves_a_consistent_store_and_a_rerun_finishes() {
             let (s, c, _) = meta(&store, "x.test.");
             (s, c, tagged(&store, TAG))
         };
-        let mut purge = Guard(
+        let mut purge = KillOnDrop(
             Command::new(BIN)
                 .args(["db", "purge", "--tag", TAG, "--batch-size"])
                 .arg(CRASH_BATCH.to_string())
@@ -965,7 +915,7 @@ fn kill_9_during_db_purge_leaves_a_consistent_store_and_a_rerun_finishes() {
         let _ = purge.0.kill();
         let _ = purge.0.wait();
 
-        let (code, out, err) = db(&["db", "check"], &data);
+        let (code, out, err) = muninn_cmd(&["db", "check"], &data);
         assert_eq!(code, Some(0), "round {round}: db check failed:\n{out}{err}");
         // Exact: every committed batch deleted CRASH_BATCH records (the last one the rest),
         // bumped the serial by one, and nothing else changed.
@@ -979,7 +929,7 @@ fn kill_9_during_db_purge_leaves_a_consistent_store_and_a_rerun_finishes() {
     }
     // A rerun finishes the job.
     let tagged_left = tagged(&open(&data), TAG);
-    let (code, out, err) = db(&["db", "purge", "--tag", TAG], &data);
+    let (code, out, err) = muninn_cmd(&["db", "purge", "--tag", TAG], &data);
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(
         out.starts_with(&format!(

@@ -14,17 +14,16 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
 
 use admin_harness::AdminServer;
 use arc_swap::ArcSwap;
-use common::{DataServer as Server, QueryOpts, TempDir, query};
+use common::{DataServer as Server, QueryOpts, TempDir, open_store, query};
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{LowerName, Name, RData, RecordType};
 use muninn::config::Overrides;
 use muninn::reload::{LoadedFrom, ZoneLoader, ZoneOutcome};
 use muninn::runtime::Runtimes;
-use muninn::store::{Fingerprint, Store, StoreError, StoreOptions};
+use muninn::store::Fingerprint;
 use muninn::zone::ZoneSet;
 
 const BIN: &str = env!("CARGO_BIN_EXE_muninn");
@@ -212,17 +211,7 @@ fn restart_reads_the_image_and_a_missing_stale_or_damaged_one_falls_back_to_the_
 
 /// Serial and fingerprint stored for `zone`, read with a fresh open.
 fn stored(data: &Path, zone: &str) -> Option<(u32, Option<Fingerprint>)> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let store = loop {
-        match Store::open_dir(data, StoreOptions::default()) {
-            Ok(s) => break s,
-            Err(StoreError::Locked(_)) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(10))
-            }
-            Err(e) => panic!("{e}"),
-        }
-    };
-    store
+    open_store(data)
         .zone_meta(&Name::from_ascii(zone).unwrap())
         .unwrap()
         .map(|m| (m.serial, m.fingerprint))

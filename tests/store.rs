@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use common::{DataServer as Server, QueryOpts, TempDir, query};
+use common::{DataServer as Server, QueryOpts, TempDir, open_store as reopen, query};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::{A, CNAME, SOA};
 use hickory_proto::rr::{Name, RData, RecordType};
@@ -52,20 +52,6 @@ fn a(owner: &str, ip: [u8; 4], tags: &[&str]) -> NewRecord {
 
 fn open(dir: &Path) -> Store {
     Store::open_dir(dir, StoreOptions::default()).unwrap()
-}
-
-/// Opens the store, waiting for a previous handle in this process to release the lock.
-fn reopen(dir: &Path) -> Store {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match Store::open_dir(dir, StoreOptions::default()) {
-            Ok(s) => return s,
-            Err(StoreError::Locked(_)) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(20))
-            }
-            Err(e) => panic!("{e}"),
-        }
-    }
 }
 
 fn import(store: &Store, file: &Path, origin: &str, managed: Managed) -> Arc<Zone> {

@@ -11,12 +11,11 @@ mod common;
 use std::fs;
 use std::io::Read;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::TempDir;
+use common::{KillOnDrop, Rng, TempDir, muninn_cmd, open_store};
 use hickory_proto::rr::Name;
-use muninn::store::{Store, StoreError, StoreOptions};
 
 const BIN: &str = env!("CARGO_BIN_EXE_muninn");
 const BATCH: u64 = 20;
@@ -28,56 +27,9 @@ const SEED: &str = "$TTL 300\n\
     @ IN NS ns1\n\
     ns1 IN A 192.0.2.53\n";
 
-/// Kills (SIGKILL, by PID) and reaps the child on drop, also when the test fails.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A small deterministic generator (xorshift), seeded from the clock and printed so that a
-/// failing run can be repeated.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
-fn db(args: &[&str], data: &Path) -> (Option<i32>, String, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .arg("--data-dir")
-        .arg(data)
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// Serial and record count of a zone, read with a fresh open (recovery included).
 fn meta(data: &Path, zone: &str) -> Option<(u32, u64)> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let store = loop {
-        match Store::open_dir(data, StoreOptions::default()) {
-            Ok(s) => break s,
-            Err(StoreError::Locked(_)) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(10))
-            }
-            Err(e) => panic!("{e}"),
-        }
-    };
-    store
+    open_store(data)
         .zone_meta(&Name::from_ascii(zone).unwrap())
         .unwrap()
         .map(|m| (m.serial, m.record_count))
@@ -89,7 +41,7 @@ fn kill_9_during_writes_leaves_a_consistent_store() {
     let data = dir.path().join("data");
     let seed = dir.path().join("c.test.zone");
     fs::write(&seed, SEED).unwrap();
-    let (code, out, err) = db(&["db", "import", seed.to_str().unwrap()], &data);
+    let (code, out, err) = muninn_cmd(&["db", "import", seed.to_str().unwrap()], &data);
     assert_eq!(code, Some(0), "{out}{err}");
     let (s0, r0) = meta(&data, "c.test.").unwrap();
     assert_eq!((s0, r0), (100, 3));
@@ -116,7 +68,7 @@ fn kill_9_during_writes_leaves_a_consistent_store() {
         let mut printed = String::new();
         if round % 4 == 3 {
             // A whole-zone import (one big transaction), killed at a random point.
-            let mut import = Guard(
+            let mut import = KillOnDrop(
                 Command::new(BIN)
                     .args(["db", "import"])
                     .arg(&big)
@@ -135,7 +87,7 @@ fn kill_9_during_writes_leaves_a_consistent_store() {
             let _ = import.0.kill();
             let _ = import.0.wait();
         } else {
-            let mut stress = Guard(
+            let mut stress = KillOnDrop(
                 Command::new(BIN)
                     .args(["db", "stress", "c.test.", "--rounds", "1000000", "--batch"])
                     .arg(BATCH.to_string())
@@ -159,7 +111,7 @@ fn kill_9_during_writes_leaves_a_consistent_store() {
             .filter_map(|l| l.split(' ').next()?.parse().ok())
             .next_back();
 
-        let (code, out, err) = db(&["db", "check"], &data);
+        let (code, out, err) = muninn_cmd(&["db", "check"], &data);
         assert_eq!(code, Some(0), "round {round}: db check failed:\n{out}{err}");
 
         // Exact counts: change k (serial s0+k-1 -> s0+k) adds BATCH records and deletes

@@ -623,3 +623,59 @@ pub fn mix_case(name: &str, phase: usize) -> String {
         })
         .collect()
 }
+
+// ---- store and offline-command helpers (purge, store, store_crash, restart tests) ----------
+
+/// Opens the zone store in `data`, waiting up to 10 s for a handle that this process or a
+/// stopping server still holds (redb's file lock).
+pub fn open_store(data: &Path) -> muninn::store::Store {
+    use muninn::store::{Store, StoreError, StoreOptions};
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match Store::open_dir(data, StoreOptions::default()) {
+            Ok(s) => return s,
+            Err(StoreError::Locked(_)) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+/// Kills (SIGKILL, by PID) and reaps the child on drop, also when the test fails.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A small deterministic generator (xorshift), seeded by the test and printed so that a
+/// failing run can be repeated.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// Runs the `muninn` binary with `args` and `--data-dir data`: exit code, stdout, stderr.
+pub fn muninn_cmd(args: &[&str], data: &Path) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_muninn"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
