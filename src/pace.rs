@@ -47,7 +47,7 @@ thread_local! {
 
 /// Turns pacing on for the calling thread (a heavy-job thread).
 pub fn enable_on_current_thread() {
-    PACER.with(|p| p.set(mark(0)));
+    PACER.with(|p| p.set(mark()));
 }
 
 /// Whether the calling thread is paced.
@@ -60,9 +60,9 @@ pub fn pauses() -> u64 {
     PAUSES.with(Cell::get)
 }
 
-fn mark(calls: u32) -> Option<State> {
+fn mark() -> Option<State> {
     Some(State {
-        calls,
+        calls: 0,
         wall: Instant::now(),
         cpu: crate::sys::thread_cpu_time()?,
     })
@@ -111,7 +111,7 @@ fn check(st: State) -> Option<State> {
         // Costs about a microsecond per window when nobody else is runnable.
         std::thread::yield_now();
     }
-    mark(0)
+    mark()
 }
 
 #[cfg(test)]
