@@ -75,7 +75,7 @@ const MAX_ERRORS: usize = 1000;
 /// Parses, validates and builds the zone `origin` from `path`. `$INCLUDE`d files must
 /// resolve (after symlinks and `..`) to paths inside `include_root`.
 pub fn load_zone(path: &Path, origin: &Name, include_root: &Path) -> Result<Zone, ZoneFileError> {
-    let data = std::fs::read(path).map_err(|source| ZoneFileError::Io {
+    let data = crate::pace::read_file(path).map_err(|source| ZoneFileError::Io {
         path: path.to_path_buf(),
         source,
     })?;
@@ -560,7 +560,7 @@ impl Loader {
                     None => (st.origin.clone(), st.origin_wire.clone()),
                 };
                 let target = self.resolve_include(file, file_tok.text)?;
-                let data = std::fs::read(&target)
+                let data = crate::pace::read_file(&target)
                     .map_err(|e| format!("cannot read $INCLUDE file {}: {e}", target.display()))?;
                 let child = FileState {
                     origin_wire,
