@@ -17,7 +17,8 @@
 # RELOAD_AFTER (s of load after the new zone is served, 8), RELOAD_MAX (s, bound on a run, 120),
 # FOREIGN_MAX (% of one CPU, 10), QUIET_WAIT (s to wait for a quiet machine before each run, 15),
 # DNSPERF_ARGS ("-c 8 -q 128"), LOADGEN_ARGS ("-c 8 -w 16"),
-# MUNINN_BIN / LOADGEN_BIN (skip the cargo build), KEEP=1 (keep the work directory).
+# MUNINN_BIN / LOADGEN_BIN (skip the cargo build), KEEP=1 (keep the work directory),
+# KTHREADS_AWAY (1: move kernel housekeeping threads to the generator's core, see common.sh).
 set -euo pipefail
 
 mode=${1:-load}
@@ -74,6 +75,7 @@ cleanup() {
         done
         kill -KILL "$p" 2>/dev/null || true
     done
+    isolate_restore
     if [[ ${KEEP:-0} == 1 ]]; then
         echo "work directory kept: $W" >&2
     else
@@ -84,6 +86,8 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 log() { printf '%s %s\n' "$(date +%T)" "$*" >&2; }
+# shellcheck source=benches/common.sh
+. "$here/common.sh"
 now() { date +%s.%N; }
 
 for tool in knotd knotc kdig dnsperf taskset ss awk; do
@@ -514,13 +518,15 @@ mode_reload() {
         wait_quiet
         NO_QUIET=1 DURATION=$RELOAD_MAX run_gen "$s" loadgen "$W/small-queries.txt" "$out" \
             -Q "$rate" -w 4096 --per-second --pid-file "$W/loadgen.pid" \
-            --watch-soa big.test --watch-serial 2 --after-serial-s "$RELOAD_AFTER" &
+            --watch-soa big.test --watch-serial 2 --after-serial-s "$RELOAD_AFTER" \
+            --mark-file "$W/reload.mark" &
         local mpid=$!
         sleep "$RELOAD_AT"
         # Shell builtins only from here to the end of the run: a forked `date` or `mv` lands
         # on one of the two measured cores and shows up as a latency spike (measured: `mv`
         # ran 12 ms on the server's core). The new zone file was renamed into place above.
         ttrig=$EPOCHREALTIME
+        : >"$W/reload.mark"
         trigger_reload "$s"
         wait "$mpid"
         t0=$(awk -F= '/^start_unix_s=/ {print $2}' "$out")
@@ -558,6 +564,8 @@ mode_reload() {
                 }
                 print "   " total
             }' "$out"
+        # The generator's own summary of each phase (all its queries, and its per-second p99s).
+        phase_summary "$out"
         if awk -v a="$f0" -v b="$f1" -v c="$stp" -v m="$FOREIGN_MAX" 'BEGIN{exit !(a > m || b > m || c > m)}'; then
             echo "   WARNING: CONTAMINATED run (foreign CPU above ${FOREIGN_MAX}%)"
         fi
@@ -571,6 +579,7 @@ mode_reload() {
 }
 
 build
+isolate_server_core "$GEN_CPU"
 case $mode in
 load) mode_load ;;
 reload) mode_reload ;;

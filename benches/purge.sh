@@ -63,12 +63,15 @@ cleanup() {
         done
         kill -KILL "$p" 2>/dev/null || true
     done
+    isolate_restore
     if [[ ${KEEP:-0} == 1 ]]; then echo "work directory kept: $W" >&2; else rm -rf "$W"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 log() { printf '%s %s\n' "$(date +%T)" "$*" >&2; }
+# shellcheck source=benches/common.sh
+. "$here/common.sh"
 now() { date +%s.%N; }
 since() { awk -v a="$(now)" -v b="$1" 'BEGIN{printf "%.2f", a - b}'; }
 
@@ -145,6 +148,7 @@ log "filled in $(since "$t0") s; store $(du -m "$W/data/muninn.redb" | cut -f1) 
 "$here/gen_zone.sh" small.test "$SMALL_NAMES" 1 >"$W/small.test.zone"
 "$here/gen_queries.sh" small.test "$SMALL_NAMES" 50000 >"$W/small-queries.txt"
 summary=()
+isolate_server_core "$GEN_CPU"
 
 # ---- offline -----------------------------------------------------------------------------
 if [[ $MODE == both || $MODE == offline ]]; then
@@ -235,7 +239,7 @@ EOF
     st0=$(ticks "$spid")
     taskset -c $GEN_CPU "$LOADGEN_BIN" -s "127.0.0.1:$port" -d "$W/small-queries.txt" -l "$PURGE_MAX" \
         -t 2000 -c 8 -w 4096 -Q "$rate" --per-second --stop-on-usr1 --pid-file "$W/loadgen.pid" \
-        >"$W/load.out" 2>"$W/load.err" &
+        --mark-file "$W/purge.mark" --mark-end-file "$W/purge.done" >"$W/load.out" 2>"$W/load.err" &
     lpid=$!
     OWNED_PIDS+=("$lpid")
     tl=$(now)
@@ -243,6 +247,7 @@ EOF
     OWNED_PIDS+=("$!")
     sleep "$BEFORE"
     tp=$(since "$tl")
+    : >"$W/purge.mark"
     api -X POST -H 'Content-Type: application/json' \
         -d "{\"tag\":\"$TAG\",\"zone\":\"big.test.\"}" "http://127.0.0.1:$aport/v1/purges" >"$W/purge.json"
     id=$(jnum id <"$W/purge.json")
@@ -260,6 +265,7 @@ EOF
         [[ $state == running ]] || break
     done
     td=$(since "$tl")
+    : >"$W/purge.done"
     s1=$(serial big.test)
     rss_purged=$(awk '$1 == "VmRSS:" {printf "%d", $2 / 1024}' "/proc/$spid/status")
     sleep "$AFTER"
@@ -294,6 +300,8 @@ EOF
             }
             print "   " total
         }' "$W/load.out"
+    # The generator's own summary of each phase (all its queries, and its per-second p99s).
+    phase_summary "$W/load.out"
     # Per phase: CPU 0 (the server's) busy, split into the server's latency worker, its
     # heavy-job threads and everything else on CPU 0 (foreign processes, softirqs).
     awk -v tp="$tp" -v td="$td" -v tck="$TCK" '

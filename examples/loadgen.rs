@@ -12,6 +12,12 @@
 //! second of sending (the queries sent in that second: count, lost, p50/p99 latency), used
 //! by `benches/load.sh reload` to see the latency bump while a big zone reloads.
 //!
+//! An answer's latency runs from just before the `sendmmsg` that sent its query to the
+//! kernel's receive time of the answer (`SO_TIMESTAMPNS`), not to the moment this process
+//! reads it: on a 2-core box a kernel thread that preempts the generator for 8 ms would
+//! otherwise show up as 8 ms of server latency for every answer waiting in its sockets
+//! (seen with perf sched: nearly all the >1 ms p99 spikes of an idle server).
+//!
 //! Run pinned to a core other than the server's: `taskset -c 1 loadgen --server ...`.
 
 use std::collections::VecDeque;
@@ -28,7 +34,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RecordType};
-use muninn::sys::{MAX_BATCH, recv_batch, send_batch};
+use muninn::sys::{MAX_BATCH, enable_rx_timestamps, recv_batch_stamped, send_batch};
 use socket2::{Domain, Protocol, Socket, Type};
 
 #[derive(Parser, Debug)]
@@ -92,6 +98,25 @@ struct Args {
     after_serial_s: Option<f64>,
     #[arg(long, default_value_t = 100)]
     watch_interval_ms: u64,
+    /// With `--per-second`: watch for this file to appear (checked every millisecond) and
+    /// take its appearance as the start of the event being measured (a reload). The run
+    /// is then summarised in phases: `before` (whole seconds before the mark), `after`
+    /// (from the first whole second after the `--watch-serial` serial was first seen or
+    /// `--mark-end-file` appeared) and `during`, each
+    /// with the quantiles of all its queries and of its per-second p99s. The caller
+    /// creates the file with a shell builtin (`: >FILE`) right before it triggers the
+    /// event, so no process is forked on the measured cores.
+    #[arg(long)]
+    mark_file: Option<PathBuf>,
+    /// With `--mark-file`: this file's appearance ends the event (when no watched serial
+    /// does), e.g. a purge job seen finished.
+    #[arg(long)]
+    mark_end_file: Option<PathBuf>,
+    /// Time answers when this process reads them, not when the kernel received them
+    /// (`SO_TIMESTAMPNS`, the default): then any time the generator spends off the CPU
+    /// (preempted by a kernel thread on its core, say) counts as the server's latency.
+    #[arg(long)]
+    user_timestamps: bool,
 }
 
 /// Polls one zone's SOA serial from the generator's own loop.
@@ -159,6 +184,10 @@ impl Watch {
     }
 }
 
+/// A pause of the generator's loop longer than this is the generator being preempted, not
+/// work (one iteration sends one batch and reads at most a few hundred answers).
+const GEN_STALL_NS: u64 = 1_000_000;
+
 /// Latency histogram: 1 us buckets up to 10 ms, then 100 us buckets up to 10 s.
 struct Histogram {
     counts: Vec<u64>,
@@ -214,6 +243,15 @@ impl Histogram {
             return 0.0;
         }
         self.sum_ns as f64 / self.total as f64 / 1_000.0
+    }
+
+    fn merge(&mut self, other: &Histogram) {
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b;
+        }
+        self.total += other.total;
+        self.sum_ns += other.sum_ns;
+        self.max_ns = self.max_ns.max(other.max_ns);
     }
 
     /// The latency below which a fraction `q` of the samples fall (bucket upper edge, us).
@@ -331,7 +369,10 @@ fn open_socket(server: &SocketAddr) -> io::Result<UdpSocket> {
     // Connecting filters out datagrams from anyone but the server.
     s.connect(&(*server).into())?;
     s.set_nonblocking(true)?;
-    Ok(s.into())
+    let s: UdpSocket = s.into();
+    // Kernel receive times; without them (never on Linux) answers are timed when read.
+    let _ = enable_rx_timestamps(&s);
+    Ok(s)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -377,6 +418,13 @@ fn main() -> anyhow::Result<()> {
         fs::write(path, format!("{}\n", std::process::id()))
             .with_context(|| format!("writing {}", path.display()))?;
     }
+    for path in [&args.mark_file, &args.mark_end_file].into_iter().flatten() {
+        let _ = fs::remove_file(path);
+    }
+    // When the mark files appeared (ns since start), and when they are next looked for.
+    let mut mark_ns: Option<u64> = None;
+    let mut mark_end_ns: Option<u64> = None;
+    let mut next_mark_check_ns = 0u64;
     let mut duration_ns = (args.duration * 1e9) as u64;
     let timeout_ns = args.timeout_ms * 1_000_000;
     let n_seconds = duration_ns.div_ceil(1_000_000_000) as usize;
@@ -408,17 +456,35 @@ fn main() -> anyhow::Result<()> {
     let mut in_bufs: Vec<Vec<u8>> = (0..batch).map(|_| vec![0u8; 4096]).collect();
     let mut in_lens = vec![0usize; batch];
     let mut in_addrs = vec![args.server; batch];
+    let mut in_stamps = vec![0u64; batch];
+    let mut kernel_stamps = false;
     let mut next_query = 0usize;
     let mut rr = 0usize;
     // Time spent in loop iterations that neither sent nor received while sending: when it
     // is near zero the generator, not the server, may be the bottleneck.
     let mut idle_ns = 0u64;
 
+    let mut skipped = 0u64;
+    let mut last_iter_ns = 0u64;
     let start = Instant::now();
+    // The kernel stamps arrivals with the real-time clock: this maps them onto `start`.
+    let start_real_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
     let now_ns = |start: &Instant| start.elapsed().as_nanos() as u64 + 1;
     loop {
         let now = now_ns(&start);
         let iter_start = now;
+        // This loop never blocks, so a long gap between two iterations is time the
+        // generator itself spent off its CPU (a kernel thread ran on its core). The queries
+        // that fell due meanwhile are skipped rather than sent as one burst: a burst the
+        // server did not cause would queue up in it and read as server latency. Stalls of
+        // the server do not stop this loop, so they are still measured in full.
+        let gap = iter_start.saturating_sub(last_iter_ns);
+        if args.rate > 0 && last_iter_ns > 0 && gap > GEN_STALL_NS {
+            skipped += (u128::from(gap) * u128::from(args.rate) / 1_000_000_000) as u64;
+        }
+        last_iter_ns = iter_start;
         let mut did_send = false;
         if duration_ns > now && stop.load(Ordering::Relaxed) {
             duration_ns = now;
@@ -427,6 +493,25 @@ fn main() -> anyhow::Result<()> {
             && let Some(end) = w.poll(now)
         {
             duration_ns = duration_ns.min(end);
+        }
+        if let Some(path) = &args.mark_file
+            && mark_ns.is_none()
+            && now >= next_mark_check_ns
+        {
+            next_mark_check_ns = now + 1_000_000;
+            if path.exists() {
+                mark_ns = Some(now);
+            }
+        }
+        if let Some(path) = &args.mark_end_file
+            && mark_ns.is_some()
+            && mark_end_ns.is_none()
+            && now >= next_mark_check_ns
+        {
+            next_mark_check_ns = now + 1_000_000;
+            if path.exists() {
+                mark_end_ns = Some(now);
+            }
         }
         let sending = now < duration_ns;
         let in_flight: usize = socks.iter().map(|s| s.outstanding).sum();
@@ -441,7 +526,7 @@ fn main() -> anyhow::Result<()> {
         if sending {
             let due = if args.rate > 0 {
                 let target = (u128::from(now) * u128::from(args.rate) / 1_000_000_000) as u64;
-                target.saturating_sub(t.sent) as usize
+                target.saturating_sub(t.sent + skipped) as usize
             } else {
                 usize::MAX
             };
@@ -501,7 +586,13 @@ fn main() -> anyhow::Result<()> {
         let mut got_any = false;
         for s in socks.iter_mut() {
             for _ in 0..4 {
-                let n = match recv_batch(&s.sock, &mut in_bufs, &mut in_lens, &mut in_addrs) {
+                let n = match recv_batch_stamped(
+                    &s.sock,
+                    &mut in_bufs,
+                    &mut in_lens,
+                    &mut in_addrs,
+                    &mut in_stamps,
+                ) {
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
                     Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => 0,
@@ -512,9 +603,16 @@ fn main() -> anyhow::Result<()> {
                 }
                 got_any = true;
                 let rx = now_ns(&start);
-                for (buf, &len) in in_bufs.iter().zip(in_lens.iter()).take(n) {
+                for ((buf, &len), &stamp) in in_bufs.iter().zip(&in_lens).zip(&in_stamps).take(n) {
                     let Some(resp) = buf.get(..len) else { continue };
-                    handle_response(resp, s, &queries, rx, &mut t);
+                    kernel_stamps |= stamp > 0;
+                    let at = if stamp > 0 && !args.user_timestamps {
+                        // Never later than the read, never before the start.
+                        (stamp.saturating_sub(start_real_ns) + 1).min(rx)
+                    } else {
+                        rx
+                    };
+                    handle_response(resp, s, &queries, at, &mut t);
                 }
                 if n < batch {
                     break;
@@ -563,7 +661,7 @@ fn main() -> anyhow::Result<()> {
     println!(
         "{} qps={:.0} sent={} received={} lost={} lost_pct={:.3} mean_us={:.1} p50_us={:.0} \
          p99_us={:.0} p999_us={:.0} max_us={:.0} noerror={} nxdomain={} servfail={} refused={} \
-         other_rcode={} mismatched={} send_errors={} gen_idle_pct={:.1} duration_s={:.2} rate={} \
+         other_rcode={} mismatched={} send_errors={} gen_skipped={} gen_idle_pct={:.1} duration_s={:.2} rate={} \
          sockets={} window={}",
         args.label,
         qps,
@@ -587,6 +685,7 @@ fn main() -> anyhow::Result<()> {
         other,
         t.mismatched,
         t.send_errors,
+        skipped,
         idle_ns as f64 * 100.0 / duration_ns.max(1) as f64,
         duration_ns as f64 / 1e9,
         args.rate,
@@ -594,6 +693,14 @@ fn main() -> anyhow::Result<()> {
         args.window,
     );
     println!("start_unix_s={start_unix:.3}");
+    println!(
+        "answers_timed={}",
+        if kernel_stamps && !args.user_timestamps {
+            "kernel"
+        } else {
+            "user"
+        }
+    );
     if let Some(w) = &watch {
         println!(
             "watch zone={} serial={} first_seen_s={} last_serial={}",
@@ -617,7 +724,68 @@ fn main() -> anyhow::Result<()> {
             s.hist.max_ns as f64 / 1_000.0,
         );
     }
+    if let Some(mark) = mark_ns {
+        let seen = watch.as_ref().and_then(|w| w.seen_ns).or(mark_end_ns);
+        let sent_seconds = t.seconds.get(..seconds_sent).unwrap_or(&t.seconds);
+        print_phases(sent_seconds, mark, seen);
+    }
     Ok(())
+}
+
+/// One `phase=` line per phase of a marked run (see `--mark-file`). Whole seconds only, the
+/// way `benches/load.sh` classifies the per-second lines: a second is `before` when it ends
+/// by the mark, `after` when it starts once the watched serial has been seen.
+fn print_phases(seconds: &[Second], mark_ns: u64, seen_ns: Option<u64>) {
+    const SEC: u64 = 1_000_000_000;
+    let mut phases: [(&str, Histogram, u64, u64, Vec<f64>); 3] = [
+        ("before", Histogram::new(), 0, 0, Vec::new()),
+        ("during", Histogram::new(), 0, 0, Vec::new()),
+        ("after", Histogram::new(), 0, 0, Vec::new()),
+    ];
+    for (i, s) in seconds.iter().enumerate() {
+        let start_ns = i as u64 * SEC;
+        let p = if start_ns + SEC <= mark_ns {
+            0
+        } else if seen_ns.is_some_and(|seen| start_ns >= seen) {
+            2
+        } else {
+            1
+        };
+        let (_, hist, sent, lost, p99s) = &mut phases[p];
+        hist.merge(&s.hist);
+        *sent += s.sent;
+        *lost += s.lost;
+        p99s.push(s.hist.quantile_us(0.99));
+    }
+    println!(
+        "mark_s={:.3} mark_end_s={}",
+        mark_ns as f64 / 1e9,
+        seen_ns.map_or("-".to_string(), |ns| format!("{:.3}", ns as f64 / 1e9))
+    );
+    for (name, hist, sent, lost, mut p99s) in phases {
+        if p99s.is_empty() {
+            continue;
+        }
+        p99s.sort_by(f64::total_cmp);
+        // Nearest-rank quantile of the per-second p99s.
+        let q = |f: f64| {
+            let rank = ((p99s.len() as f64 * f).ceil() as usize).clamp(1, p99s.len());
+            p99s.get(rank - 1).copied().unwrap_or(0.0)
+        };
+        println!(
+            "phase={name} seconds={} sent={sent} lost={lost} p50_us={:.0} p99_us={:.0} \
+             p999_us={:.0} max_us={:.0} second_p99_median_us={:.0} second_p99_p90_us={:.0} \
+             second_p99_worst_us={:.0}",
+            p99s.len(),
+            hist.quantile_us(0.50),
+            hist.quantile_us(0.99),
+            hist.quantile_us(0.999),
+            hist.max_ns as f64 / 1_000.0,
+            q(0.5),
+            q(0.9),
+            q(1.0),
+        );
+    }
 }
 
 fn handle_response(resp: &[u8], s: &mut Sock, queries: &[Vec<u8>], rx_ns: u64, t: &mut Totals) {
@@ -653,7 +821,7 @@ fn handle_response(resp: &[u8], s: &mut Sock, queries: &[Vec<u8>], rx_ns: u64, t
     slot.sent_ns = 0;
     s.outstanding -= 1;
     t.received += 1;
-    t.last_rx_ns = rx_ns;
+    t.last_rx_ns = t.last_rx_ns.max(rx_ns);
     t.rcodes[(flags_lo & 0x0f) as usize] += 1;
     t.hist.record(lat);
     if let Some(sec) = t.second(sent_ns) {

@@ -1,5 +1,5 @@
 //! Safe wrappers over the few Linux system calls that std, tokio and socket2 do not expose:
-//! batched datagram I/O (`recvmmsg`/`sendmmsg`), per-thread scheduling priority and CPU
+//! batched datagram I/O (`recvmmsg`/`sendmmsg`, optionally with kernel receive times), per-thread scheduling priority and CPU
 //! time, and giving freed heap memory back to the system.
 //!
 //! This is the only module allowed to use `unsafe`. Every call works on caller-owned
@@ -30,7 +30,62 @@ pub fn recv_batch(
     lens: &mut [usize],
     addrs: &mut [SocketAddr],
 ) -> io::Result<usize> {
-    let n = bufs.len().min(lens.len()).min(addrs.len()).min(MAX_BATCH);
+    recv_batch_impl(fd, bufs, lens, addrs, None)
+}
+
+/// Asks the kernel to record when each datagram arrives on `fd` (`SO_TIMESTAMPNS`), for
+/// [`recv_batch_stamped`].
+pub fn enable_rx_timestamps(fd: &impl AsRawFd) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: `on` is a live c_int and the length passed is its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_TIMESTAMPNS,
+            (&on as *const libc::c_int).cast(),
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `SO_TIMESTAMPNS` (= `SCM_TIMESTAMPNS`) of asm-generic/socket.h, with the 16-byte
+/// `timespec` of 64-bit Linux; libc does not export it for every target.
+const SO_TIMESTAMPNS: libc::c_int = 35;
+
+/// [`recv_batch`] that also reports when the kernel received each datagram, in `stamps[i]`
+/// (nanoseconds since the Unix epoch; 0 when the socket was not set up with
+/// [`enable_rx_timestamps`]). A load generator uses it so that time it spends off the CPU
+/// after an answer arrived is not counted as the server's latency.
+pub fn recv_batch_stamped(
+    fd: &impl AsRawFd,
+    bufs: &mut [Vec<u8>],
+    lens: &mut [usize],
+    addrs: &mut [SocketAddr],
+    stamps: &mut [u64],
+) -> io::Result<usize> {
+    recv_batch_impl(fd, bufs, lens, addrs, Some(stamps))
+}
+
+/// Room for one control message carrying a `timespec` (CMSG_SPACE(16) is 32 bytes), as
+/// u64s for the alignment `cmsghdr` needs.
+type Control = [u64; 8];
+
+fn recv_batch_impl(
+    fd: &impl AsRawFd,
+    bufs: &mut [Vec<u8>],
+    lens: &mut [usize],
+    addrs: &mut [SocketAddr],
+    mut stamps: Option<&mut [u64]>,
+) -> io::Result<usize> {
+    let mut n = bufs.len().min(lens.len()).min(addrs.len()).min(MAX_BATCH);
+    if let Some(st) = stamps.as_deref() {
+        n = n.min(st.len());
+    }
     if n == 0 {
         return Ok(0);
     }
@@ -39,12 +94,15 @@ pub fn recv_batch(
     let mut names = [const { MaybeUninit::<libc::sockaddr_storage>::uninit() }; MAX_BATCH];
     let mut iovs = [const { MaybeUninit::<libc::iovec>::uninit() }; MAX_BATCH];
     let mut hdrs = [const { MaybeUninit::<libc::mmsghdr>::uninit() }; MAX_BATCH];
+    let mut controls = [const { MaybeUninit::<Control>::uninit() }; MAX_BATCH];
+    let stamped = stamps.is_some();
 
-    for (((buf, iov), name), hdr) in bufs
+    for ((((buf, iov), name), hdr), control) in bufs
         .iter_mut()
         .zip(iovs.iter_mut())
         .zip(names.iter_mut())
         .zip(hdrs.iter_mut())
+        .zip(controls.iter_mut())
         .take(n)
     {
         // SAFETY: `sockaddr_storage` is a plain C struct; all-zero is a valid value.
@@ -60,14 +118,21 @@ pub fn recv_batch(
         hdr.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         hdr.msg_hdr.msg_iov = iov;
         hdr.msg_hdr.msg_iovlen = 1;
+        if stamped {
+            let control = control.write([0; 8]);
+            hdr.msg_hdr.msg_control = control.as_mut_ptr().cast();
+            hdr.msg_hdr.msg_controllen = mem::size_of::<Control>() as _;
+        }
     }
 
     // SAFETY: `hdrs[..n]` (initialized above; the kernel reads no further than `n`) point at
     // `n` iovecs each describing the initialized, exclusively
-    // borrowed bytes of one `bufs[i]` (valid for `buf.len()` bytes), and at `n` name buffers
-    // of `sockaddr_storage` size. All of them outlive the call, and nothing else accesses
-    // them during it. The kernel writes at most `iov_len` bytes per buffer and at most
-    // `msg_namelen` bytes per name, and `n <= MAX_BATCH` bounds the header array. A null
+    // borrowed bytes of one `bufs[i]` (valid for `buf.len()` bytes), at `n` name buffers
+    // of `sockaddr_storage` size and, when stamped, at `n` zeroed control buffers of
+    // `msg_controllen` bytes. All of them outlive the call, and nothing else accesses
+    // them during it. The kernel writes at most `iov_len` bytes per buffer, at most
+    // `msg_namelen` bytes per name and `msg_controllen` per control buffer, and
+    // `n <= MAX_BATCH` bounds the header array. A null
     // timeout is allowed (no timeout; with MSG_DONTWAIT the call never blocks).
     let got = unsafe {
         libc::recvmmsg(
@@ -83,12 +148,13 @@ pub fn recv_batch(
     }
     let got = (got as usize).min(n);
 
-    for (((hdr, name), len), addr) in hdrs
+    for (i, (((hdr, name), len), addr)) in hdrs
         .iter()
         .zip(names.iter())
         .zip(lens.iter_mut())
         .zip(addrs.iter_mut())
         .take(got)
+        .enumerate()
     {
         // SAFETY: the first `n` headers and names were initialized above, and `got <= n`.
         let (hdr, name) = unsafe { (hdr.assume_init_ref(), name.assume_init_ref()) };
@@ -100,8 +166,37 @@ pub fn recv_batch(
             }
             _ => *len = 0,
         }
+        if let Some(slot) = stamps.as_deref_mut().and_then(|st| st.get_mut(i)) {
+            *slot = rx_timestamp(&hdr.msg_hdr);
+        }
     }
     Ok(got)
+}
+
+/// The `SCM_TIMESTAMPNS` time in a received message's control data, in ns since the
+/// epoch (0 when there is none).
+fn rx_timestamp(msg: &libc::msghdr) -> u64 {
+    // SAFETY: `msg` was filled in by recvmmsg: `msg_control` points at a live control
+    // buffer of which the kernel set `msg_controllen` bytes (the CMSG macros stay within
+    // them). A message of the right level and type carries a `timespec`, read unaligned
+    // since the control buffer's layout is the kernel's.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET
+                && (*c).cmsg_type == SO_TIMESTAMPNS
+                && (*c).cmsg_len as usize
+                    >= libc::CMSG_LEN(mem::size_of::<libc::timespec>() as u32) as usize
+            {
+                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::timespec>());
+                return (ts.tv_sec as u64)
+                    .saturating_mul(1_000_000_000)
+                    .saturating_add(ts.tv_nsec as u64);
+            }
+            c = libc::CMSG_NXTHDR(msg, c);
+        }
+    }
+    0
 }
 
 /// Sends each `(payload, destination)` as one datagram with `sendmmsg(2)` (in chunks of
@@ -453,5 +548,54 @@ mod tests {
         .unwrap();
         assert_eq!(inner, target);
         assert_eq!(thread_nice(), before, "other threads keep their priority");
+    }
+
+    fn unix_ns() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+    }
+
+    #[test]
+    fn receive_times_come_from_the_kernel() {
+        let (a, b) = pair("127.0.0.1:0");
+        let to = b.local_addr().unwrap();
+        let mut bufs = vec![vec![0u8; 64]; 4];
+        let mut lens = vec![0usize; 4];
+        let mut addrs = vec![to; 4];
+        let mut stamps = vec![u64::MAX; 4];
+
+        // Without SO_TIMESTAMPNS there is no time: 0.
+        a.send_to(b"one", to).unwrap();
+        b.set_nonblocking(true).unwrap();
+        let got = loop {
+            match recv_batch_stamped(&b, &mut bufs, &mut lens, &mut addrs, &mut stamps) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                Err(e) => panic!("{e}"),
+            }
+        };
+        assert_eq!((got, lens[0], stamps[0]), (1, 3, 0));
+
+        enable_rx_timestamps(&b).unwrap();
+        let before = unix_ns();
+        a.send_to(b"two", to).unwrap();
+        a.send_to(b"three", to).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        let read_at = unix_ns();
+        let got = recv_batch_stamped(&b, &mut bufs, &mut lens, &mut addrs, &mut stamps).unwrap();
+        assert_eq!(got, 2);
+        assert_eq!(
+            (&bufs[0][..lens[0]], &bufs[1][..lens[1]]),
+            (&b"two"[..], &b"three"[..])
+        );
+        for &t in &stamps[..2] {
+            // Stamped on arrival, well before the read 20 ms later.
+            assert!(
+                t >= before && t + 10_000_000 < read_at,
+                "{before} {t} {read_at}"
+            );
+        }
     }
 }
