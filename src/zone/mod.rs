@@ -365,9 +365,21 @@ impl Index {
         }
     }
 
+    /// A copy, made in paced pieces (a patch copies its extension's index every change).
+    fn clone_paced(&self) -> Index {
+        let mut slots = Vec::with_capacity(self.slots.len());
+        crate::pace::extend_from_slice(&mut slots, &self.slots);
+        Index {
+            slots: slots.into_boxed_slice(),
+            mask: self.mask,
+            len: self.len,
+        }
+    }
+
     fn grow(&mut self) {
         let mut bigger = Index::with_capacity(self.slots.len());
         for slot in self.slots.iter().filter(|s| s.node != NONE) {
+            crate::pace::tick();
             bigger.insert(slot.hash, slot.node);
         }
         *self = bigger;

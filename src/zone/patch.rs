@@ -186,12 +186,46 @@ fn global(n: usize) -> Result<u32, PatchError> {
         .ok_or(NeedsRebuild("zone too large"))
 }
 
-/// A copy of `v` (empty when `None`) with room for `extra` more.
+/// A copy of `v` (empty when `None`) with room for `extra` more. Paced: an extension
+/// holds up to [`MAX_EXT_BYTES`].
 fn copy<T: Copy>(v: Option<&Vec<T>>, extra: usize) -> Vec<T> {
     let v = v.map_or(&[][..], |v| &v[..]);
     let mut out = Vec::with_capacity(v.len() + extra);
-    out.extend_from_slice(v);
+    crate::pace::extend_from_slice(&mut out, v);
     out
+}
+
+/// Sorts `v` by base index, given that `v[..sorted]` already is: sorts the (short) tail and
+/// merges, rather than sorting up to [`MAX_EXT_NODES`] entries again on every change.
+fn sort_redirects(v: &mut Vec<(u32, u32)>, sorted: usize) {
+    let Some(tail) = v.get_mut(sorted..) else {
+        v.sort_unstable_by_key(|&(b, _)| b);
+        return;
+    };
+    tail.sort_unstable_by_key(|&(b, _)| b);
+    let in_order = match (sorted.checked_sub(1).and_then(|i| v.get(i)), v.get(sorted)) {
+        (Some(last), Some(first)) => last.0 <= first.0,
+        _ => true,
+    };
+    if in_order {
+        return;
+    }
+    let (head, tail) = v.split_at(sorted);
+    let mut merged = Vec::with_capacity(v.len());
+    let (mut h, mut t) = (head.iter().peekable(), tail.iter().peekable());
+    loop {
+        crate::pace::tick();
+        let next = match (h.peek(), t.peek()) {
+            (Some(a), Some(b)) if a.0 <= b.0 => h.next(),
+            (Some(_), Some(_)) | (None, Some(_)) => t.next(),
+            (Some(_), None) => h.next(),
+            (None, None) => break,
+        };
+        if let Some(&e) = next {
+            merged.push(e);
+        }
+    }
+    *v = merged;
 }
 
 /// The lowercase form of a record's owner, checked to be a name in the zone.
@@ -600,7 +634,7 @@ impl<'a> Work<'a> {
             names: copy(old.map(|e| &e.names), 0),
             nodes: copy(old.map(|e| &e.nodes), added),
             children: copy(old.map(|e| &e.children), added),
-            index: old.map_or_else(|| Index::with_capacity(added), |e| e.index.clone()),
+            index: old.map_or_else(|| Index::with_capacity(added), |e| e.index.clone_paced()),
             sets: copy(
                 old.map(|e| &e.sets),
                 self.entries.iter().map(|e| e.sets.len()).sum(),
@@ -622,6 +656,7 @@ impl<'a> Work<'a> {
         // not exist now).
         let mut index_of = vec![NONE; self.entries.len()];
         let mut new_redirects = false;
+        let sorted_redirects = ext.redirect.len();
         for (k, e) in self.entries.iter().enumerate() {
             let g = match e.at {
                 At::Ext(p) => global(base_nodes + p)?,
@@ -646,7 +681,7 @@ impl<'a> Work<'a> {
                 .ok_or(NeedsRebuild("name count"))?;
         }
         if new_redirects {
-            ext.redirect.sort_unstable_by_key(|&(b, _)| b);
+            sort_redirects(&mut ext.redirect, sorted_redirects);
         }
 
         let origin = self.origin();
@@ -726,5 +761,30 @@ impl<'a> Work<'a> {
             return Err(NeedsRebuild("patch extension full"));
         }
         Ok((ext, apex))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sort_redirects;
+
+    #[test]
+    fn redirects_sorted_by_merging_the_tail() {
+        let check = |head: &[u32], tail: &[u32]| {
+            let mut v: Vec<(u32, u32)> = head.iter().chain(tail).map(|&b| (b, b + 1)).collect();
+            let mut want = v.clone();
+            want.sort_unstable_by_key(|&(b, _)| b);
+            sort_redirects(&mut v, head.len());
+            assert_eq!(v, want, "head {head:?} tail {tail:?}");
+        };
+        check(&[], &[]);
+        check(&[], &[5, 1, 3]);
+        check(&[1, 4, 9], &[]);
+        check(&[1, 4, 9], &[12, 10]);
+        check(&[1, 4, 9], &[0, 5, 20, 3]);
+        check(&[2, 3], &[1]);
+        let head: Vec<u32> = (0..10_000).map(|i| i * 3).collect();
+        let tail: Vec<u32> = (0..1_000).map(|i| (i * 7919) % 30_000 + 1).collect();
+        check(&head, &tail);
     }
 }
