@@ -107,10 +107,13 @@ sample() {
             awk -v t="$(awk -v a="$(now)" -v b="$t0" 'BEGIN{printf "%.2f", a - b}')" '
                 $1 == "cpu0" {b0 = $2+$3+$4+$7+$8} $1 == "cpu1" {b1 = $2+$3+$4+$7+$8}
                 END {printf "%s %d %d", t, b0, b1}' /proc/stat
-            for f in /proc/"$spid"/task/*/stat; do cat "$f" 2>/dev/null; done |
-                awk '{c = $2; sub(/.*\) /, ""); n = $12 + $13
-                      if (c ~ /muninn-lat/) l += n; else if (c ~ /muninn-heavy/) h += n; else o += n}
-                     END {printf " %d %d %d\n", l, h, o}'
+            # The process line first: it also counts threads that have exited (blocking-pool
+            # threads come and go), which are heavy-job threads; so heavy = all - the rest.
+            for f in /proc/"$spid"/stat /proc/"$spid"/task/*/stat; do cat "$f" 2>/dev/null; done |
+                awk 'NR == 1 {sub(/.*\) /, ""); all = $12 + $13; next}
+                     {c = $2; sub(/.*\) /, ""); n = $12 + $13
+                      if (c ~ /muninn-lat/) l += n; else if (c !~ /muninn-heavy/) o += n}
+                     END {printf " %d %d %d\n", l, all - l - o, o}'
         } >>"$3"
         sleep "$SAMPLE_EVERY"
     done
