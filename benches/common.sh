@@ -62,8 +62,10 @@ isolate_restore() {
     fi
 }
 
-# phase_summary FILE: one line per phase from the generator's `phase=` lines (loadgen
-# --mark-file): p99 of all the phase's queries and the spread of its per-second p99s.
+# phase_summary FILE [STEAL]: one line per phase from the generator's `phase=` lines (loadgen
+# --mark-file): p99 of all the phase's queries and the spread of its per-second p99s; with
+# a steal_sampler file, also the worst per-second p99 among the seconds without steal on
+# CPU 0.
 phase_summary() {
     awk '/^phase=/ {
             for (i = 1; i <= NF; i++) { split($i, a, "="); v[a[1]] = a[2] }
@@ -74,4 +76,47 @@ phase_summary() {
             if (v["phase"] == "during") worst = v["second_p99_worst_us"]
         }
         END { if (idle > 0) printf "   worst second during / p99 before: %.1fx\n", worst / idle }' "$1"
+    if [[ -n ${2:-} ]]; then
+        awk -v steal="$2" '
+            FNR == NR {
+                if ($0 ~ /^start_unix_s=/) { split($0, a, "="); t0 = a[2] }
+                if ($0 ~ /^mark_s=/) { split($1, a, "="); mark = a[2]; split($2, b, "="); end = b[2] }
+                next
+            }
+            FNR == 1 {
+                while ((getline line < steal) > 0) { split(line, f, " "); n++; t[n] = f[1]; st[n] = f[2] }
+                for (i = 2; i <= n; i++) if (st[i] > st[i - 1]) stolen[int(t[i] - t0)] += st[i] - st[i - 1]
+            }
+            /^second=/ {
+                for (i = 1; i <= NF; i++) { split($i, a, "="); v[a[1]] = a[2] }
+                s = v["second"]; ph = (s + 1 <= mark) ? "before" : (end != "-" && s >= end ? "after" : "during")
+                # A second with steal, or the next one (queries sent before the stall ended).
+                if (stolen[s] || stolen[s - 1]) { ns[ph]++; next }
+                if (v["p99_us"] > w[ph]) w[ph] = v["p99_us"]
+            }
+            END {
+                for (i = 1; i <= 3; i++) {
+                    ph = i == 1 ? "before" : (i == 2 ? "during" : "after")
+                    printf "   %-6s %d s with CPU-0 steal (or just after); worst per-second p99 of the other seconds %d us\n", ph, ns[ph], w[ph]
+                }
+            }' "$1" "$1"
+    fi
+}
+
+# steal_sampler FILE SECONDS: every 100 ms, "unix_time steal_ticks_of_cpu0" (/proc/stat, in
+# USER_HZ ticks) until SECONDS have passed or it is killed. Shell builtins only after the
+# start, so it adds no forks to the measured cores. The hypervisor taking the server's
+# vCPU away (steal) stops the server as surely as a stall of its own: a 10 ms steal puts
+# one second's p99 in the milliseconds on its own, so the per-second lines mark it.
+steal_sampler() {
+    local out=$1 end=$((SECONDS + $2)) fifo fd c u n s i w q sq st rest
+    fifo=$(mktemp -u)
+    mkfifo "$fifo"
+    exec {fd}<>"$fifo"
+    rm -f "$fifo"
+    while ((SECONDS < end)); do
+        { read -r rest; read -r c u n s i w q sq st rest; } </proc/stat
+        echo "$EPOCHREALTIME $st"
+        read -r -t 0.1 -u "$fd" rest || true
+    done >"$out"
 }

@@ -245,6 +245,9 @@ EOF
         --mark-file "$W/purge.mark" --mark-end-file "$W/purge.done" >"$W/load.out" 2>"$W/load.err" &
     lpid=$!
     OWNED_PIDS+=("$lpid")
+    steal_sampler "$W/steal.txt" "$((PURGE_MAX + 10))" &
+    OWNED_PIDS+=("$!")
+    steal_pid=$!
     tl=$(now)
     sample "$spid" "$tl" "$W/cpu.txt" &
     OWNED_PIDS+=("$!")
@@ -274,6 +277,7 @@ EOF
     sleep "$AFTER"
     kill -USR1 "$(cat "$W/loadgen.pid")" 2>/dev/null || true
     wait "$lpid" || true
+    kill "$steal_pid" 2>/dev/null || true
     st1=$(ticks "$spid")
     b1=$(busy)
     el=$(since "$tl")
@@ -304,7 +308,7 @@ EOF
             print "   " total
         }' "$W/load.out"
     # The generator's own summary of each phase (all its queries, and its per-second p99s).
-    phase_summary "$W/load.out"
+    phase_summary "$W/load.out" "$W/steal.txt"
     # Per phase: CPU 0 (the server's) busy, split into the server's latency worker, its
     # heavy-job threads and everything else on CPU 0 (foreign processes, softirqs).
     awk -v tp="$tp" -v td="$td" -v tck="$TCK" '
