@@ -451,7 +451,7 @@ fn serve_fails(config: &std::path::Path) -> String {
 #[test]
 fn an_unauthenticated_api_is_never_served() {
     let dir = TempDir::new("admin-notoken");
-    let (config, _, _) = write_setup(dir.path(), "");
+    let (config, _, _) = write_setup(dir.path(), "", "");
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(&config, text.replace("token_file = \"admin.token\"\n", "")).unwrap();
     let err = serve_fails(&config);

@@ -61,7 +61,13 @@ fn spawn(config: &Path, log: &Path) -> Child {
 
 /// Writes the zones, the token file and a config (with `extra` appended to `[admin]`) into
 /// `dir`; returns the config path and the DNS and API addresses.
-pub fn write_setup(dir: &Path, extra: &str) -> (PathBuf, SocketAddr, SocketAddr) {
+/// Writes the zones, token and config (`runtime_extra` lines in `[runtime]`, `extra` in
+/// `[admin]`) into `dir`.
+pub fn write_setup(
+    dir: &Path,
+    runtime_extra: &str,
+    extra: &str,
+) -> (PathBuf, SocketAddr, SocketAddr) {
     fs::write(dir.join("example.test.zone"), ZONE).unwrap();
     fs::write(dir.join("file.test.zone"), FILE_ZONE).unwrap();
     fs::write(dir.join("admin.token"), format!("{TOKEN}\n")).unwrap();
@@ -73,7 +79,7 @@ pub fn write_setup(dir: &Path, extra: &str) -> (PathBuf, SocketAddr, SocketAddr)
         format!(
             "data_dir = \"data\"\n\
              [server]\nlisten = [\"{dns}\"]\n\
-             [runtime]\nworkers = 1\n\
+             [runtime]\nworkers = 1\n{runtime_extra}\
              [zones]\ndirectory = \"\"\n\
              [[zones.zone]]\nname = \"example.test.\"\nfile = \"example.test.zone\"\nmanaged = \"store\"\n\
              [[zones.zone]]\nname = \"file.test.\"\nfile = \"file.test.zone\"\n\
@@ -91,8 +97,13 @@ impl AdminServer {
 
     /// Starts the server with `extra` lines in its `[admin]` section.
     pub fn start_with(extra: &str) -> AdminServer {
+        AdminServer::start_configured("", extra)
+    }
+
+    /// Starts the server with `runtime_extra` lines in `[runtime]` and `extra` in `[admin]`.
+    pub fn start_configured(runtime_extra: &str, extra: &str) -> AdminServer {
         let dir = TempDir::new("admin");
-        let (config, dns, api) = write_setup(dir.path(), extra);
+        let (config, dns, api) = write_setup(dir.path(), runtime_extra, extra);
         let log = dir.path().join("muninn.log");
         let child = spawn(&config, &log);
         let mut s = AdminServer {
