@@ -196,6 +196,10 @@ pub struct JobStatus {
     /// Seconds the job has run (until it finished).
     #[serde(default)]
     pub elapsed_secs: f64,
+    /// Seconds of `elapsed_secs` the job paused because it was making query workers wait
+    /// (`[store] purge_worker_wait_budget_us`).
+    #[serde(default)]
+    pub braked_secs: f64,
 }
 
 /// Why a job could not be started. Display is the reason, for API and CLI answers.
@@ -218,6 +222,8 @@ pub enum JobError {
 pub struct JobSettings {
     pub purge_batch_size: usize,
     pub purge_workers: usize,
+    /// See `[store] purge_worker_wait_budget_us`.
+    pub purge_worker_wait_budget: Duration,
     pub max_jobs: usize,
     pub jobs_kept: usize,
 }
@@ -227,6 +233,7 @@ impl JobSettings {
         JobSettings {
             purge_batch_size: c.purge_batch_size.clamp(1, crate::config::MAX_PURGE_BATCH),
             purge_workers: c.purge_workers.max(1),
+            purge_worker_wait_budget: Duration::from_micros(c.purge_worker_wait_budget_us),
             max_jobs: c.max_jobs.max(1),
             jobs_kept: c.jobs_kept.max(1),
         }
@@ -246,6 +253,8 @@ pub struct JobTotals {
     pub records_deleted: AtomicU64,
     /// Purge write transactions committed.
     pub batches: AtomicU64,
+    /// Nanoseconds purges paused to let queries through.
+    pub braked_ns: AtomicU64,
     pub running: AtomicU64,
     pub done: AtomicU64,
     pub failed: AtomicU64,
@@ -293,6 +302,7 @@ struct Job {
     skipped: AtomicU64,
     total: AtomicU64,
     batches: AtomicU64,
+    braked_ns: AtomicU64,
     error: Mutex<Option<String>>,
     skipped_by: Mutex<BTreeMap<(String, SkipReason), u64>>,
 }
@@ -359,6 +369,7 @@ impl Job {
                 .collect(),
             batches,
             elapsed_secs: secs,
+            braked_secs: Duration::from_nanos(self.braked_ns.load(Ordering::Acquire)).as_secs_f64(),
         }
     }
 
@@ -475,6 +486,7 @@ impl Jobs {
                 skipped: AtomicU64::new(0),
                 total: AtomicU64::new(0),
                 batches: AtomicU64::new(0),
+                braked_ns: AtomicU64::new(0),
                 error: Mutex::new(None),
                 skipped_by: Mutex::new(BTreeMap::new()),
             });
@@ -619,7 +631,9 @@ async fn purge(inner: &Arc<Inner>, job: &Job, filter: PurgeFilter) -> Result<boo
     job.total.fetch_max(plan.total, Ordering::AcqRel);
     let plan = Arc::new(plan);
     let mut next = Some(spawn_prepare(inner, &plan, None, ZoneIds::default()));
+    let mut brake = crate::pace::Brake::new(inner.settings.purge_worker_wait_budget);
     while let Some(reading) = next.take() {
+        brake.start();
         let (batch, ids) = reading.await.map_err(|e| e.to_string())??;
         if inner.token.is_cancelled() {
             return Ok(false);
@@ -644,6 +658,16 @@ async fn purge(inner: &Arc<Inner>, job: &Job, filter: PurgeFilter) -> Result<boo
         }
         .map_err(|e| e.to_string())?;
         job.record(&outcome, dry_run, &inner.totals);
+        let pause = brake.pause();
+        if !pause.is_zero() {
+            let ns = u64::try_from(pause.as_nanos()).unwrap_or(u64::MAX);
+            job.braked_ns.fetch_add(ns, Ordering::AcqRel);
+            inner.totals.braked_ns.fetch_add(ns, Ordering::Relaxed);
+            tokio::select! {
+                () = inner.token.cancelled() => return Ok(false),
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
     }
     Ok(true)
 }

@@ -1022,3 +1022,61 @@ fn metrics_show_store_and_purge_figures() {
         0
     );
 }
+
+/// The brake (`[store] purge_worker_wait_budget_us`): a purge never pauses while no query
+/// worker waits for a CPU, pauses while one does, and still finishes.
+#[test]
+fn purge_pauses_only_while_a_query_worker_waits_for_a_cpu() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = TempDir::new("purge-brake");
+    let store = open(&dir.path().join("data"));
+    create_zone(&store, dir.path(), "k.test.", Managed::Store);
+    add_records(&store, "k.test.", "a", 2000, 0);
+    add_records(&store, "k.test.", "b", 2000, 0);
+    // Few batches: a braked one may be followed by a pause of up to a second.
+    let h = Harness::new(&store, settings(500));
+
+    // No thread of this process is a query worker: no pause.
+    let s = h.run(PurgeSpec::tag("grp=0"));
+    assert_eq!((s.state, s.deleted), (JobState::Done, 572), "{s:?}");
+    assert_eq!(s.braked_secs, 0.0, "{s:?}");
+
+    // A thread named like a query worker and a spinning thread, both pinned to CPU 0: the
+    // "worker" waits on a run queue half of the time, and the purge pauses.
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads: Vec<_> = ["muninn-lat-0", "spinner"]
+        .into_iter()
+        .map(|name| {
+            let stop = Arc::clone(&stop);
+            let (tx, rx) = std::sync::mpsc::channel();
+            let t = std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || {
+                    let me = fs::read_link("/proc/thread-self").unwrap();
+                    tx.send(me.file_name().unwrap().to_string_lossy().into_owned())
+                        .unwrap();
+                    while !stop.load(Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                })
+                .unwrap();
+            let tid = rx.recv().unwrap();
+            let pinned = Command::new("taskset")
+                .args(["-p", "-c", "0", &tid])
+                .stdout(Stdio::null())
+                .status()
+                .unwrap();
+            assert!(pinned.success(), "taskset {tid}");
+            t
+        })
+        .collect();
+    let s = h.run(PurgeSpec::tag(TAG));
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!((s.state, s.deleted), (JobState::Done, 4000 - 572), "{s:?}");
+    assert!(s.braked_secs > 0.0, "{s:?}");
+    assert!(s.braked_secs < s.elapsed_secs, "{s:?}");
+    assert_check(&store);
+}

@@ -877,6 +877,16 @@ impl Metrics {
             "Purge batches committed (one write transaction each).",
             load(&t.batches),
         )?;
+        enc.encode_descriptor(
+            "muninn_purge_braked_seconds",
+            "Seconds purges paused because they made query workers wait for a CPU.",
+            None,
+            MetricType::Counter,
+        )?
+        .encode_counter::<NoLabelSet, _, u64>(
+            &Duration::from_nanos(load(&t.braked_ns)).as_secs_f64(),
+            None,
+        )?;
         gauge1(
             enc,
             "muninn_purge_jobs_running",
