@@ -16,7 +16,7 @@
 #
 # Environment: RECORDS (1000000), SMALL_NAMES (1000), BATCH ([store] purge_batch_size, 1000),
 # BEFORE (s, 10), AFTER (s, 10), SAMPLE_EVERY (s between CPU samples, 5), POLL_EVERY (s between
-# job polls, 2), PURGE_MAX (s, bound on the purge, 900), RATE (QPS; default half
+# job polls, 2), PURGE_MAX (s, bound on the purge, 1800), RATE (QPS; default half
 # the max), FOREIGN_MAX (% of one CPU, 10), QUIET_WAIT (s, 15), MODE ("both", "offline",
 # "online"), RUNTIME_EXTRA (lines added to the server's [runtime] table), MUNINN_BIN / LOADGEN_BIN (skip the cargo build), KEEP=1 (keep the work directory).
 set -euo pipefail
@@ -40,7 +40,7 @@ AFTER=${AFTER:-10}
 # one round per second. Hence a round every few seconds.
 SAMPLE_EVERY=${SAMPLE_EVERY:-5}
 POLL_EVERY=${POLL_EVERY:-2}
-PURGE_MAX=${PURGE_MAX:-900}
+PURGE_MAX=${PURGE_MAX:-1800}
 FOREIGN_MAX=${FOREIGN_MAX:-10}
 QUIET_WAIT=${QUIET_WAIT:-15}
 MODE=${MODE:-both}
