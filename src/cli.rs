@@ -514,15 +514,21 @@ async fn records_purge(client: &Client, args: RecordsPurgeArgs) -> Result<(), St
     match status.state {
         JobState::Done if status.spec.dry_run => {
             println!(
-                "purge job {id} ({what}, dry run): {} would be deleted, {} kept, {} processed, in {elapsed:.1} s",
-                status.would_delete, status.skipped, status.processed
+                "purge job {id} ({what}, dry run): {} would be deleted, {} kept, {} processed, in {elapsed:.1} s{}",
+                status.would_delete,
+                status.skipped,
+                status.processed,
+                paused(&status)
             );
             Ok(())
         }
         JobState::Done => {
             println!(
-                "purge job {id} ({what}): {} deleted, {} kept, {} processed, in {elapsed:.1} s",
-                status.deleted, status.skipped, status.processed
+                "purge job {id} ({what}): {} deleted, {} kept, {} processed, in {elapsed:.1} s{}",
+                status.deleted,
+                status.skipped,
+                status.processed,
+                paused(&status)
             );
             Ok(())
         }
@@ -535,7 +541,8 @@ async fn records_purge(client: &Client, args: RecordsPurgeArgs) -> Result<(), St
     }
 }
 
-/// `[#######-----] 58% 5800/10000 processed, 5800 deleted, 2900 records/s, ETA 1.4 s`
+/// `[#######-----] 58% 5800/10000 processed, 5800 deleted, 2900 records/s, ETA 1.4 s`, then
+/// `, paused 3 s for queries` once the purge brake has paused it.
 fn progress_line(s: &crate::jobs::JobStatus) -> String {
     const WIDTH: usize = 30;
     let done = s.state != crate::jobs::JobState::Running;
@@ -559,14 +566,25 @@ fn progress_line(s: &crate::jobs::JobStatus) -> String {
         Some(secs) => format!("{secs:.1} s"),
         None => "?".into(),
     };
-    format!(
+    let mut line = format!(
         "[{}{}] {:>3.0}% {}/{total} processed, {count} {label}, {:.0} records/s, ETA {eta}",
         "#".repeat(filled),
         "-".repeat(WIDTH - filled),
         fraction * 100.0,
         s.processed,
         s.rate
-    )
+    );
+    line.push_str(&paused(s));
+    line
+}
+
+/// `, paused 3 s for queries` when the purge brake paused the job, else nothing.
+fn paused(s: &crate::jobs::JobStatus) -> String {
+    if s.braked_secs > 0.0 {
+        format!(", paused {:.0} s for queries", s.braked_secs)
+    } else {
+        String::new()
+    }
 }
 
 fn print_change(zone: &str, reply: &ChangeReply) {
@@ -975,6 +993,30 @@ fn check_config_command(file: &Path) -> ExitCode {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn progress_line_shows_counters_and_pauses() {
+        let mut s: crate::jobs::JobStatus = serde_json::from_str(
+            r#"{"id":1,"kind":"purge","state":"running","spec":{"tag":"a=b","zone":null},
+                "processed":5800,"deleted":5800,"total":10000,"rate":2900.0,"eta_secs":1.4,
+                "started":1,"finished":null,"error":null}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            progress_line(&s),
+            format!(
+                "[{}{}]  58% 5800/10000 processed, 5800 deleted, 2900 records/s, ETA 1.4 s",
+                "#".repeat(17),
+                "-".repeat(13)
+            )
+        );
+        s.braked_secs = 3.2;
+        assert!(
+            progress_line(&s).ends_with("ETA 1.4 s, paused 3 s for queries"),
+            "{}",
+            progress_line(&s)
+        );
+    }
 
     #[test]
     fn command_line_is_consistent() {

@@ -986,6 +986,9 @@ fn metrics_show_store_and_purge_figures() {
     };
     assert_eq!(value("muninn_purge_records_deleted_total"), 900.0);
     assert_eq!(value("muninn_purge_batches_total"), 3.0);
+    // No pause unless a query worker waited (another test of this process may fake one).
+    let braked = value("muninn_purge_braked_seconds_total");
+    assert!((braked - s.braked_secs).abs() < 1e-6, "{braked} {s:?}");
     assert_eq!(value("muninn_purge_jobs_running"), 0.0);
     assert_eq!(value("muninn_purge_jobs_total{state=\"done\"}"), 1.0);
     assert_eq!(value("muninn_purge_jobs_total{state=\"failed\"}"), 0.0);
