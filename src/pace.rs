@@ -42,9 +42,22 @@ struct State {
     cpu: Duration,
 }
 
+/// Run-queue wait per second of a query worker above which paced loops pause (ns; 0: off).
+static TICK_BRAKE_NS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// How often a paced loop consults its brake.
+const TICK_BRAKE_STEP: Duration = Duration::from_millis(20);
+
+/// Sets the worker-wait budget of every paced heavy loop (zero turns the brake off).
+pub fn set_tick_brake(budget_per_s: Duration) {
+    let ns = u64::try_from(budget_per_s.as_nanos()).unwrap_or(u64::MAX);
+    TICK_BRAKE_NS.store(ns, std::sync::atomic::Ordering::Relaxed);
+}
+
 thread_local! {
+    static TICK_BRAKE: std::cell::RefCell<Option<Brake>> = const { std::cell::RefCell::new(None) };
     static PACER: Cell<Option<State>> = const { Cell::new(None) };
     static PAUSES: Cell<u64> = const { Cell::new(0) };
+    static BRAKED: Cell<Duration> = const { Cell::new(Duration::ZERO) };
 }
 
 /// Turns pacing on for the calling thread (a heavy-job thread).
@@ -60,6 +73,12 @@ pub fn enabled() -> bool {
 /// Times the calling thread has paused for a busier thread (for tests and debugging).
 pub fn pauses() -> u64 {
     PAUSES.with(Cell::get)
+}
+
+/// Time the calling thread's paced loops have paused for waiting query workers (see
+/// [`set_tick_brake`]).
+pub fn braked() -> Duration {
+    BRAKED.with(Cell::get)
 }
 
 fn mark() -> Option<State> {
@@ -113,7 +132,34 @@ fn check(st: State) -> Option<State> {
         // Costs about a microsecond per window when nobody else is runnable.
         std::thread::yield_now();
     }
+    tick_brake();
     mark()
+}
+
+/// Every [`TICK_BRAKE_STEP`], pauses as a [`Brake`] says when one is set.
+fn tick_brake() {
+    let ns = TICK_BRAKE_NS.load(std::sync::atomic::Ordering::Relaxed);
+    if ns == 0 {
+        return;
+    }
+    TICK_BRAKE.with(|b| {
+        let mut b = b.borrow_mut();
+        let brake = b.get_or_insert_with(|| {
+            let mut brake = Brake::new(Duration::from_nanos(ns));
+            brake.start();
+            brake
+        });
+        if brake.started.elapsed() < TICK_BRAKE_STEP {
+            return;
+        }
+        brake.budget_per_s = Duration::from_nanos(ns);
+        let pause = brake.pause();
+        if !pause.is_zero() {
+            std::thread::sleep(pause);
+            BRAKED.with(|t| t.set(t.get().saturating_add(pause)));
+        }
+        brake.start();
+    });
 }
 
 /// Bytes per piece of [`extend_from_slice`].

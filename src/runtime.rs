@@ -153,6 +153,9 @@ pub fn serve(config_path: Option<PathBuf>, overrides: Overrides) -> Result<(), S
     let loader = ZoneLoader::new(config_path, overrides, zones);
     let config = loader.read_config()?;
     init_logging(&config.log);
+    crate::pace::set_tick_brake(Duration::from_micros(
+        config.runtime.heavy_worker_wait_budget_us,
+    ));
     let runtimes = Runtimes::build(&config.runtime)?;
     // Store changes are patched in by the normal-priority admin thread (see `reload`).
     let loader = loader.with_updater_runtime(runtimes.admin.handle().clone());
@@ -451,6 +454,7 @@ mod tests {
             heavy_workers: 2,
             heavy_nice: 7,
             heavy_idle_scheduling: true,
+            heavy_worker_wait_budget_us: 0,
         })
         .unwrap()
     }

@@ -1030,7 +1030,6 @@ fn metrics_show_store_and_purge_figures() {
 /// worker waits for a CPU, pauses while one does, and still finishes.
 #[test]
 fn purge_pauses_only_while_a_query_worker_waits_for_a_cpu() {
-    use std::sync::atomic::{AtomicBool, Ordering};
     let dir = TempDir::new("purge-brake");
     let store = open(&dir.path().join("data"));
     create_zone(&store, dir.path(), "k.test.", Managed::Store);
@@ -1044,40 +1043,10 @@ fn purge_pauses_only_while_a_query_worker_waits_for_a_cpu() {
     assert_eq!((s.state, s.deleted), (JobState::Done, 572), "{s:?}");
     assert_eq!(s.braked_secs, 0.0, "{s:?}");
 
-    // A thread named like a query worker and a spinning thread, both pinned to CPU 0: the
-    // "worker" waits on a run queue half of the time, and the purge pauses.
-    let stop = Arc::new(AtomicBool::new(false));
-    let threads: Vec<_> = ["muninn-lat-0", "spinner"]
-        .into_iter()
-        .map(|name| {
-            let stop = Arc::clone(&stop);
-            let (tx, rx) = std::sync::mpsc::channel();
-            let t = std::thread::Builder::new()
-                .name(name.into())
-                .spawn(move || {
-                    let me = fs::read_link("/proc/thread-self").unwrap();
-                    tx.send(me.file_name().unwrap().to_string_lossy().into_owned())
-                        .unwrap();
-                    while !stop.load(Ordering::Relaxed) {
-                        std::hint::spin_loop();
-                    }
-                })
-                .unwrap();
-            let tid = rx.recv().unwrap();
-            let pinned = Command::new("taskset")
-                .args(["-p", "-c", "0", &tid])
-                .stdout(Stdio::null())
-                .status()
-                .unwrap();
-            assert!(pinned.success(), "taskset {tid}");
-            t
-        })
-        .collect();
+    // A query worker kept waiting for its CPU: the purge pauses.
+    let waiting = common::WaitingWorker::start();
     let s = h.run(PurgeSpec::tag(TAG));
-    stop.store(true, Ordering::Relaxed);
-    for t in threads {
-        t.join().unwrap();
-    }
+    drop(waiting);
     assert_eq!((s.state, s.deleted), (JobState::Done, 4000 - 572), "{s:?}");
     assert!(s.braked_secs > 0.0, "{s:?}");
     assert!(s.braked_secs < s.elapsed_secs, "{s:?}");

@@ -180,6 +180,7 @@ fn runtimes() -> Runtimes {
         heavy_workers: 1,
         heavy_nice: 0,
         heavy_idle_scheduling: false,
+        ..Default::default()
     })
     .unwrap()
 }

@@ -597,6 +597,7 @@ fn store_changes_are_served_over_udp() {
         heavy_workers: 1,
         heavy_nice: 0,
         heavy_idle_scheduling: false,
+        ..Default::default()
     })
     .unwrap();
     let zones = Arc::new(ArcSwap::from_pointee(ZoneSet::new()));
@@ -722,6 +723,7 @@ fn serve_store_managed(
         heavy_workers: 1,
         heavy_nice: 0,
         heavy_idle_scheduling: false,
+        ..Default::default()
     })
     .unwrap();
     let zones = Arc::new(ArcSwap::from_pointee(ZoneSet::new()));

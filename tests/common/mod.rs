@@ -679,3 +679,53 @@ pub fn muninn_cmd(args: &[&str], data: &Path) -> (Option<i32>, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// A thread named like a query worker (`muninn-lat-0`) and a spinning thread, both pinned to
+/// CPU 0 (with `taskset`): the "worker" waits on a run queue about half of the time, as a
+/// real one does when work competes for its core. Both stop and are joined on drop.
+pub struct WaitingWorker {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl WaitingWorker {
+    pub fn start() -> WaitingWorker {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = [muninn::runtime::LATENCY_THREAD_PREFIX, "spinner-"]
+            .into_iter()
+            .map(|prefix| {
+                let stop = std::sync::Arc::clone(&stop);
+                let (tx, rx) = std::sync::mpsc::channel();
+                let t = std::thread::Builder::new()
+                    .name(format!("{prefix}0"))
+                    .spawn(move || {
+                        let me = fs::read_link("/proc/thread-self").unwrap();
+                        tx.send(me.file_name().unwrap().to_string_lossy().into_owned())
+                            .unwrap();
+                        while !stop.load(Ordering::Relaxed) {
+                            std::hint::spin_loop();
+                        }
+                    })
+                    .unwrap();
+                let tid = rx.recv().unwrap();
+                let pinned = Command::new("taskset")
+                    .args(["-p", "-c", "0", &tid])
+                    .stdout(Stdio::null())
+                    .status()
+                    .unwrap();
+                assert!(pinned.success(), "taskset {tid}");
+                t
+            })
+            .collect();
+        WaitingWorker { stop, threads }
+    }
+}
+
+impl Drop for WaitingWorker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
