@@ -17,6 +17,11 @@
 //! only yields. Alone on a core it never sleeps. Work the loops do not control (a redb commit, a sort, freeing a zone) is not
 //! paced.
 //!
+//! Pacing decides who runs *now*. A [`Brake`] decides how much: it measures how long the
+//! query workers waited for a CPU while a job ran and asks the job to pause until that is
+//! back within a budget. Purges use one per batch (`[store] purge_worker_wait_budget_us`);
+//! paced loops consult one every 20 ms when `[runtime] heavy_worker_wait_budget_us` is set.
+//!
 //! Pacing is per thread and off by default: [`enable_on_current_thread`] turns it on for
 //! heavy-job threads (see `HeavyPriority::apply_to_current_thread`), so the same code run
 //! by the CLI or by tests is not slowed down.
@@ -149,7 +154,14 @@ fn tick_brake() {
             brake.start();
             brake
         });
-        if brake.started.elapsed() < TICK_BRAKE_STEP {
+        let step = brake.started.elapsed();
+        if step < TICK_BRAKE_STEP {
+            return;
+        }
+        // A window much longer than a step spans time the thread spent idle between jobs,
+        // whose worker waits were not its doing: start afresh.
+        if step > TICK_BRAKE_STEP.saturating_mul(10) {
+            brake.start();
             return;
         }
         brake.budget_per_s = Duration::from_nanos(ns);
