@@ -261,7 +261,7 @@ impl Brake {
     }
 
     /// The pause to take after the step begun by the last [`Brake::start`].
-    pub fn pause(&mut self) -> Duration {
+    pub fn pause(&self) -> Duration {
         if self.budget_per_s.is_zero() {
             return Duration::ZERO;
         }
