@@ -15,9 +15,12 @@
 # Environment: DURATION (s per run, 8), ROUNDS (3), SERVERS ("knot muninn"), NAMES (100000),
 # BIG_NAMES (1000000), SMALL_NAMES (1000), RELOAD_AT (s of steady load before the reload, 6),
 # RELOAD_AFTER (s of load after the new zone is served, 8), RELOAD_MAX (s, bound on a run, 120),
+# RELOAD_NULL (s; a control run: no reload is triggered, and "during" is the RELOAD_NULL
+# seconds after RELOAD_AT, so the phases show what the machine alone does to the tail),
 # FOREIGN_MAX (% of one CPU, 10), QUIET_WAIT (s to wait for a quiet machine before each run, 15),
 # DNSPERF_ARGS ("-c 8 -q 128"), LOADGEN_ARGS ("-c 8 -w 16"),
-# MUNINN_BIN / LOADGEN_BIN (skip the cargo build), KEEP=1 (keep the work directory),
+# MUNINN_RUNTIME (extra lines for Muninn's [runtime] table, e.g.
+# "heavy_worker_wait_budget_us = 5000"), MUNINN_BIN / LOADGEN_BIN (skip the cargo build), KEEP=1 (keep the work directory),
 # KTHREADS_AWAY (1: move kernel housekeeping threads to the generator's core, see common.sh).
 set -euo pipefail
 
@@ -172,6 +175,7 @@ listen = ["127.0.0.1:$port"]
 [runtime]
 workers = 1
 heavy_workers = 1
+${MUNINN_RUNTIME:-}
 
 [zones]
 directory = ""
@@ -521,10 +525,12 @@ mode_reload() {
         mv "$W/big.test.next" "$W/big.test.zone"
         rm -f "$W/loadgen.pid"
         wait_quiet
-        steal_sampler "$W/$s.steal" "$((RELOAD_MAX + 10))" &
+        local run_max=$RELOAD_MAX
+        [[ -n ${RELOAD_NULL:-} ]] && run_max=$((RELOAD_AT + RELOAD_NULL))
+        steal_sampler "$W/$s.steal" "$((run_max + 10))" &
         local steal_pid=$!
         OWNED_PIDS+=("$steal_pid")
-        NO_QUIET=1 DURATION=$RELOAD_MAX run_gen "$s" loadgen "$W/small-queries.txt" "$out" \
+        NO_QUIET=1 DURATION=$run_max run_gen "$s" loadgen "$W/small-queries.txt" "$out" \
             -Q "$rate" -w 4096 --per-second --pid-file "$W/loadgen.pid" \
             --watch-soa big.test --watch-serial 2 --after-serial-s "$RELOAD_AFTER" \
             --mark-file "$W/reload.mark" &
@@ -535,13 +541,15 @@ mode_reload() {
         # ran 12 ms on the server's core). The new zone file was renamed into place above.
         ttrig=$EPOCHREALTIME
         : >"$W/reload.mark"
-        trigger_reload "$s"
+        [[ -z ${RELOAD_NULL:-} ]] && trigger_reload "$s"
         wait "$mpid"
         kill "$steal_pid" 2>/dev/null || true
         t0=$(awk -F= '/^start_unix_s=/ {print $2}' "$out")
         tr=$(awk -v a="$ttrig" -v b="$t0" 'BEGIN{printf "%.2f", a - b}')
         tdone=$(awk '/^watch / {for (i = 1; i <= NF; i++) if ($i ~ /^first_seen_s=/) {sub("first_seen_s=", "", $i); print $i}}' "$out")
-        if [[ -z $tdone || $tdone == - ]]; then
+        if [[ -n ${RELOAD_NULL:-} ]]; then
+            tdone=$((RELOAD_AT + RELOAD_NULL + 1))
+        elif [[ -z $tdone || $tdone == - ]]; then
             echo "$s: big.test serial 2 not served within ${RELOAD_MAX}s; log:" >&2
             tail -20 "$W/$s/server.log" >&2
             exit 1
