@@ -931,6 +931,166 @@ fn db_check_reports_orphans_and_missing_index_entries() {
     assert!(text.contains("2 problem(s)"), "{text}");
 }
 
+/// A zone of `n` hosts `h{i}` from `first`, with `ttl`; every 3rd also has an AAAA.
+fn hosts_zone(serial: u32, first: usize, n: usize, ttl: u32) -> String {
+    let mut z = format!(
+        "$TTL 300\n@ IN SOA ns1 hostmaster {serial} 3600 600 86400 300\n@ IN NS ns1\nns1 IN A 192.0.2.53\n"
+    );
+    for i in first..first + n {
+        z.push_str(&format!(
+            "h{i} {ttl} IN A 10.{}.{}.{}\n",
+            i >> 16 & 255,
+            i >> 8 & 255,
+            i & 255
+        ));
+        if i % 3 == 0 {
+            z.push_str(&format!("h{i} {ttl} IN AAAA 2001:db8::{i:x}\n"));
+        }
+    }
+    z
+}
+
+/// A stored record without its timestamps: owner, type, TTL, RDATA, tags.
+type Content = (Vec<u8>, u16, u32, Vec<u8>, Vec<String>);
+
+/// Stored records without their timestamps: what two stores must agree on.
+fn contents(store: &Store, origin: &str) -> Vec<Content> {
+    store
+        .records(&name(origin))
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.owner, u16::from(r.rtype), r.ttl, r.rdata, r.meta.tags))
+        .collect()
+}
+
+#[test]
+fn reimport_writes_only_the_differences_and_ends_equal_to_a_fresh_import() {
+    let dir = TempDir::new("store-sync");
+    let origin = "s.test.";
+    let v1 = dir.path().join("v1.zone");
+    let v2 = dir.path().join("v2.zone");
+    // v1: h0..h12000 (serial 1, then 2 after the change below). v2 (serial 5): h0..h6000 with TTL 300 kept as is, h6000..h9000 with a new TTL,
+    // h9000..h12000 removed, h12000..h17000 added: every kind of difference, each more than
+    // one chunk of the merge (4096 differences).
+    fs::write(&v1, hosts_zone(1, 0, 12_000, 300)).unwrap();
+    let mut z2 = hosts_zone(5, 0, 6_000, 300);
+    z2.push_str(
+        hosts_zone(5, 6_000, 3_000, 600)
+            .split_once("ns1 IN A 192.0.2.53\n")
+            .unwrap()
+            .1,
+    );
+    z2.push_str(
+        hosts_zone(5, 12_000, 5_000, 300)
+            .split_once("ns1 IN A 192.0.2.53\n")
+            .unwrap()
+            .1,
+    );
+    fs::write(&v2, z2).unwrap();
+
+    let store = open(&dir.path().join("a"));
+    import(&store, &v1, origin, Managed::Store);
+    // A tagged record that v2 does not have: its index entry must go with it.
+    store
+        .apply_blocking(
+            &name(origin),
+            Change {
+                add: vec![a("t.s.test.", [192, 0, 2, 9], &["env=prod"])],
+                ..Change::default()
+            },
+        )
+        .unwrap();
+    let before: std::collections::HashMap<Vec<u8>, (u64, u64)> = store
+        .records(&name(origin))
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            (
+                (r.owner.clone(), r.rtype, r.rdata.clone()),
+                (r.meta.created, r.meta.updated),
+            )
+        })
+        .map(|((o, t, d), times)| ([o, u16::from(t).to_be_bytes().to_vec(), d].concat(), times))
+        .collect();
+    // Timestamps are in seconds: let the clock move on so that rewritten records show it.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    std::thread::sleep(Duration::from_nanos(
+        1_000_000_000 - u64::from(now.subsec_nanos()),
+    ));
+    let zone2 = import(&store, &v2, origin, Managed::Store);
+
+    let fresh = open(&dir.path().join("b"));
+    import(&fresh, &v2, origin, Managed::Store);
+    let (got, want) = (contents(&store, origin), contents(&fresh, origin));
+    let first_difference = got.iter().zip(&want).position(|(g, w)| g != w);
+    assert!(
+        got.len() == want.len() && first_difference.is_none(),
+        "{} records, a fresh import has {}; first difference at {first_difference:?}: {:?} vs {:?}",
+        got.len(),
+        want.len(),
+        first_difference.and_then(|i| got.get(i)),
+        first_difference.and_then(|i| want.get(i)),
+    );
+    let meta = store.zone_meta(&name(origin)).unwrap().unwrap();
+    let fresh_meta = fresh.zone_meta(&name(origin)).unwrap().unwrap();
+    assert_eq!(meta.record_count, fresh_meta.record_count);
+    assert_eq!(meta.serial, 5);
+    let (built, _) = store.build_zone(&name(origin)).unwrap();
+    assert_eq!(rrsets(&built), rrsets(&zone2));
+
+    // Records that did not change kept their times; changed and new ones are newer.
+    let (mut kept, mut rewritten) = (0, 0);
+    for r in store.records(&name(origin)).unwrap() {
+        let key = [
+            r.owner.clone(),
+            u16::from(r.rtype).to_be_bytes().to_vec(),
+            r.rdata.clone(),
+        ]
+        .concat();
+        let owner = name_from(&r.owner);
+        let host: Option<usize> = owner
+            .strip_prefix('h')
+            .and_then(|o| o.split('.').next())
+            .and_then(|n| n.parse().ok());
+        let times = (r.meta.created, r.meta.updated);
+        match (host, before.get(&key)) {
+            // The SOA, with its new serial.
+            (None, _) if r.rtype == RecordType::SOA => rewritten += 1,
+            // The apex NS, ns1 and h0..h6000: as they were.
+            (None, Some(&old)) => {
+                assert_eq!(times, old, "{owner}");
+                kept += 1;
+            }
+            (Some(n), Some(&old)) if n < 6_000 => {
+                assert_eq!(times, old, "{owner}");
+                kept += 1;
+            }
+            // h6000..h9000: new TTL, same RDATA.
+            (Some(n), Some(&(created, updated))) if n < 9_000 => {
+                assert_eq!(r.meta.created, created, "{owner}");
+                assert!(r.meta.updated > updated, "{owner}");
+                rewritten += 1;
+            }
+            // h12000..: new.
+            (Some(n), None) if n >= 12_000 => rewritten += 1,
+            other => panic!("unexpected record {owner} {:?}: {other:?}", r.rtype),
+        }
+    }
+    assert!(
+        kept > 8_000 && rewritten > 9_000,
+        "kept {kept}, rewritten {rewritten}"
+    );
+    let report = store.check().unwrap();
+    assert!(report.is_ok(), "{report}");
+    assert_eq!(report.tag_entries, 0, "{report}");
+}
+
+fn name_from(wire: &[u8]) -> String {
+    muninn::zone::name_from_wire(wire).unwrap().to_string()
+}
+
 // ---------------------------------------------------------------------------------------------
 // Figures for 1,000,000 names (run with --ignored --nocapture, release build)
 // ---------------------------------------------------------------------------------------------

@@ -1196,29 +1196,26 @@ fn import_zone(
     };
     let mut records = txn.open_table(RECORDS)?;
     let mut tags = txn.open_table(TAGS)?;
-    if existing.is_some() {
-        let (lo, hi) = zone_range(id);
-        let mut dead_tags = Vec::new();
-        records.retain_in(lo.as_slice()..hi.as_slice(), |k, v| {
-            crate::pace::tick();
-            if let Some(rec) = StoredRecord::decode(v) {
-                for t in &rec.meta.tags {
-                    dead_tags.push(schema::tag_key(t, k));
-                }
-            }
-            false
-        })?;
-        for k in dead_tags {
-            tags.remove(k.as_slice())?;
-        }
-    }
     let record_meta = RecordMeta {
         tags: Vec::new(),
         created: now,
         updated: now,
         source: import.source,
     };
-    let count = insert_zone_records(&mut records, zone, id, &record_meta)?;
+    let count = if existing.is_some() {
+        let c = sync_zone_records(&mut records, &mut tags, zone, id, &record_meta)?;
+        tracing::info!(
+            zone = %origin,
+            records = c.count,
+            added = c.added,
+            removed = c.removed,
+            changed = c.changed,
+            "stored records brought up to date"
+        );
+        c.count
+    } else {
+        insert_zone_records(&mut records, zone, id, &record_meta)?
+    };
     let old_serial = existing.as_ref().map_or(zone.serial(), |m| m.serial);
     let mut meta = ZoneMeta {
         id,
@@ -1246,85 +1243,284 @@ fn import_zone(
 }
 
 /// Inserts every record of `zone` as zone `id`'s, in key order (sorted inserts fill B-tree
-/// pages in order), without holding a second copy of the zone: the owner keys of all
-/// nodes are sorted in one buffer (about 30 octets per name), then each owner's records
-/// are keyed and encoded into reused buffers. Returns the number of records stored.
+/// pages in order). Returns the number of records stored.
 fn insert_zone_records(
     records: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
     zone: &Zone,
     id: u32,
     meta: &RecordMeta,
 ) -> Result<u64, StoreError> {
-    let corrupt = |why: &str| StoreError::Corrupt(zone.origin().to_string(), why.to_string());
-    let mut okeys: Vec<u8> = Vec::with_capacity(zone.name_count().saturating_mul(24));
-    // (offset of the owner key in `okeys`, its length, node index)
-    let mut owners: Vec<(u32, u16, u32)> = Vec::with_capacity(zone.name_count());
-    for (i, node) in zone.nodes().enumerate() {
-        crate::pace::tick();
-        if node.is_empty_non_terminal() {
-            continue;
-        }
-        let at = okeys.len();
-        schema::push_owner_key(&mut okeys, zone.owner(node)).ok_or_else(|| corrupt("bad owner"))?;
-        let at = u32::try_from(at).map_err(|_| corrupt("too many names to import"))?;
-        let len = u16::try_from(okeys.len() - at as usize).map_err(|_| corrupt("bad owner"))?;
-        let node = u32::try_from(i).map_err(|_| corrupt("too many names to import"))?;
-        owners.push((at, len, node));
-    }
-    let key_of = |&(at, len, _): &(u32, u16, u32)| {
-        okeys
-            .get(at as usize..at as usize + usize::from(len))
-            .unwrap_or_default()
-    };
-    owners.sort_unstable_by(|a, b| key_of(a).cmp(key_of(b)));
-
-    let mut rows: Vec<(u16, u64, u32, &[u8])> = Vec::new();
-    let mut canon = Vec::with_capacity(256);
+    let mut fresh = KeyedRecords::new(zone, id)?;
     let mut key = Vec::with_capacity(600);
     let mut value = Vec::with_capacity(1024);
     let mut count = 0u64;
-    for owner_entry in &owners {
-        crate::pace::tick();
-        let node = zone
-            .node_at(owner_entry.2)
-            .ok_or_else(|| corrupt("bad node"))?;
-        let owner = zone.owner(node);
-        rows.clear();
-        for set in zone.sets(node) {
-            let rtype = set.rtype();
-            for rd in Rdatas::new(zone.data(set)) {
-                let hash = schema::rdata_hash_with(rtype, rd, &mut canon);
-                rows.push((u16::from(rtype), hash, set.ttl(), rd));
-            }
-        }
-        // Key order within an owner: type, then RDATA hash (both big-endian in the key).
-        rows.sort_unstable_by_key(|r| (r.0, r.1));
-        key.clear();
-        key.extend_from_slice(&id.to_be_bytes());
-        key.extend_from_slice(key_of(owner_entry));
-        key.push(0);
-        let prefix = key.len();
-        for &(rtype, hash, ttl, rdata) in &rows {
-            key.truncate(prefix);
-            key.extend_from_slice(&rtype.to_be_bytes());
-            key.extend_from_slice(&hash.to_be_bytes());
-            value.clear();
-            schema::encode_record(
-                &mut value,
-                schema::RecordParts {
-                    rtype: RecordType::from(rtype),
-                    ttl,
-                    owner,
-                    rdata,
-                    meta,
-                },
-            );
-            if records.insert(key.as_slice(), value.as_slice())?.is_none() {
-                count += 1;
-            }
+    while fresh.next(&mut key, &mut value, meta)? {
+        if records.insert(key.as_slice(), value.as_slice())?.is_none() {
+            count += 1;
         }
     }
     Ok(count)
+}
+
+/// What [`sync_zone_records`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct SyncCounts {
+    /// Records the zone has now.
+    count: u64,
+    added: u64,
+    removed: u64,
+    /// Same key (owner, type, RDATA), other content (TTL, source, tags).
+    changed: u64,
+}
+
+/// Differences collected before they are written: bounds what a wholesale change holds in
+/// memory (redb cannot write a table while a range of it is being read).
+const SYNC_CHUNK: usize = 4096;
+
+/// Makes zone `id`'s stored records equal to `zone`'s, writing only the differences: a
+/// merge of the stored records and the zone's, both in key order. A reload that changed a
+/// few records of a million-name zone rewrites those few instead of the whole zone (which
+/// took minutes under query load and then flushed ~300 MB at the commit; see
+/// benches/README.md). Records left as they were keep their timestamps.
+fn sync_zone_records(
+    records: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
+    tags: &mut redb::Table<'_, &'static [u8], ()>,
+    zone: &Zone,
+    id: u32,
+    meta: &RecordMeta,
+) -> Result<SyncCounts, StoreError> {
+    use std::cmp::Ordering;
+    use std::ops::Bound;
+
+    let (lo, hi) = zone_range(id);
+    let mut fresh = KeyedRecords::new(zone, id)?;
+    let (mut nkey, mut nval) = (Vec::with_capacity(600), Vec::with_capacity(1024));
+    let mut have_new = fresh.next(&mut nkey, &mut nval, meta)?;
+    let mut prev_new: Vec<u8> = Vec::new();
+    let (mut skey, mut sval) = (Vec::with_capacity(600), Vec::with_capacity(1024));
+    // The keys up to and including this one are dealt with.
+    let mut done_to: Option<Vec<u8>> = None;
+    let mut counts = SyncCounts::default();
+    let mut removes: Vec<Vec<u8>> = Vec::new();
+    let mut dead_tags: Vec<Vec<u8>> = Vec::new();
+    let mut puts: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    loop {
+        let mut finished = true;
+        {
+            let from = match &done_to {
+                Some(k) => Bound::Excluded(k.as_slice()),
+                None => Bound::Included(lo.as_slice()),
+            };
+            let mut stored = records.range::<&[u8]>((from, Bound::Excluded(hi.as_slice())))?;
+            let mut have_stored = read_next(&mut stored, &mut skey, &mut sval)?;
+            loop {
+                if removes.len() + puts.len() >= SYNC_CHUNK {
+                    finished = false;
+                    break;
+                }
+                crate::pace::tick();
+                // Two records of the zone with one key (the same RDATA twice): stored once.
+                if have_new && !prev_new.is_empty() && nkey == prev_new {
+                    have_new = fresh.next(&mut nkey, &mut nval, meta)?;
+                    continue;
+                }
+                let order = match (have_stored, have_new) {
+                    (false, false) => break,
+                    (true, false) => Ordering::Less,
+                    (false, true) => Ordering::Greater,
+                    (true, true) => skey.as_slice().cmp(nkey.as_slice()),
+                };
+                if order != Ordering::Greater {
+                    // The stored record is consumed either way.
+                    let old_tags =
+                        order == Ordering::Less || !schema::same_record_content(&sval, &nval);
+                    if old_tags && let Some(old) = StoredRecord::decode(&sval) {
+                        dead_tags.extend(old.meta.tags.iter().map(|t| schema::tag_key(t, &skey)));
+                    }
+                    if order == Ordering::Less {
+                        removes.push(skey.clone());
+                        counts.removed += 1;
+                    } else if old_tags {
+                        let mut value = nval.clone();
+                        schema::keep_created(&sval, &mut value);
+                        puts.push((nkey.clone(), value));
+                        counts.changed += 1;
+                    }
+                }
+                // Every key up to this one is dealt with on both sides, including the ones
+                // about to be inserted, which the next pass must not read back as stored.
+                let done = done_to.get_or_insert_with(Vec::new);
+                done.clear();
+                done.extend_from_slice(if order == Ordering::Greater {
+                    &nkey
+                } else {
+                    &skey
+                });
+                if order != Ordering::Greater {
+                    have_stored = read_next(&mut stored, &mut skey, &mut sval)?;
+                }
+                if order != Ordering::Less {
+                    if order == Ordering::Greater {
+                        puts.push((nkey.clone(), nval.clone()));
+                        counts.added += 1;
+                    }
+                    counts.count += 1;
+                    prev_new.clear();
+                    prev_new.extend_from_slice(&nkey);
+                    have_new = fresh.next(&mut nkey, &mut nval, meta)?;
+                }
+            }
+        }
+        for k in removes.drain(..) {
+            records.remove(k.as_slice())?;
+        }
+        for k in dead_tags.drain(..) {
+            tags.remove(k.as_slice())?;
+        }
+        for (k, v) in puts.drain(..) {
+            records.insert(k.as_slice(), v.as_slice())?;
+        }
+        if finished {
+            return Ok(counts);
+        }
+    }
+}
+
+/// Copies the next entry of `range` into `key` and `value`; false at its end.
+fn read_next(
+    range: &mut redb::Range<'_, &'static [u8], &'static [u8]>,
+    key: &mut Vec<u8>,
+    value: &mut Vec<u8>,
+) -> Result<bool, StoreError> {
+    let Some(entry) = range.next() else {
+        return Ok(false);
+    };
+    let (k, v) = entry?;
+    key.clear();
+    key.extend_from_slice(k.value());
+    value.clear();
+    value.extend_from_slice(v.value());
+    Ok(true)
+}
+
+/// A zone's records in store key order, keyed and encoded one at a time into the caller's
+/// buffers, without a second copy of the zone: the owner keys of all nodes are sorted in
+/// one buffer (about 30 octets per name), then each owner's records are sorted by type and
+/// RDATA hash as they come.
+struct KeyedRecords<'z> {
+    zone: &'z Zone,
+    id: u32,
+    okeys: Vec<u8>,
+    /// (offset of the owner key in `okeys`, its length, node index), sorted by owner key.
+    owners: Vec<(u32, u16, u32)>,
+    next_owner: usize,
+    owner: &'z [u8],
+    /// The current owner's records: (type, RDATA hash, TTL, RDATA).
+    rows: Vec<(u16, u64, u32, &'z [u8])>,
+    next_row: usize,
+    /// The current owner's key prefix: zone id, owner key, 0.
+    prefix: Vec<u8>,
+    canon: Vec<u8>,
+}
+
+impl<'z> KeyedRecords<'z> {
+    fn new(zone: &'z Zone, id: u32) -> Result<KeyedRecords<'z>, StoreError> {
+        let corrupt = |why: &str| StoreError::Corrupt(zone.origin().to_string(), why.to_string());
+        let mut okeys: Vec<u8> = Vec::with_capacity(zone.name_count().saturating_mul(24));
+        let mut owners: Vec<(u32, u16, u32)> = Vec::with_capacity(zone.name_count());
+        for (i, node) in zone.nodes().enumerate() {
+            crate::pace::tick();
+            if node.is_empty_non_terminal() {
+                continue;
+            }
+            let at = okeys.len();
+            schema::push_owner_key(&mut okeys, zone.owner(node))
+                .ok_or_else(|| corrupt("bad owner"))?;
+            let at = u32::try_from(at).map_err(|_| corrupt("too many names to import"))?;
+            let len = u16::try_from(okeys.len() - at as usize).map_err(|_| corrupt("bad owner"))?;
+            let node = u32::try_from(i).map_err(|_| corrupt("too many names to import"))?;
+            owners.push((at, len, node));
+        }
+        let key_of = |&(at, len, _): &(u32, u16, u32)| {
+            okeys
+                .get(at as usize..at as usize + usize::from(len))
+                .unwrap_or_default()
+        };
+        owners.sort_unstable_by(|a, b| key_of(a).cmp(key_of(b)));
+        Ok(KeyedRecords {
+            zone,
+            id,
+            okeys,
+            owners,
+            next_owner: 0,
+            owner: &[],
+            rows: Vec::new(),
+            next_row: 0,
+            prefix: Vec::with_capacity(300),
+            canon: Vec::with_capacity(256),
+        })
+    }
+
+    /// Writes the next record's key into `key` and its value (with `meta`) into `value`;
+    /// false when there are no more.
+    fn next(
+        &mut self,
+        key: &mut Vec<u8>,
+        value: &mut Vec<u8>,
+        meta: &RecordMeta,
+    ) -> Result<bool, StoreError> {
+        while self.next_row >= self.rows.len() {
+            let Some(&(at, len, index)) = self.owners.get(self.next_owner) else {
+                return Ok(false);
+            };
+            self.next_owner += 1;
+            crate::pace::tick();
+            let zone = self.zone;
+            let node = zone.node_at(index).ok_or_else(|| {
+                StoreError::Corrupt(zone.origin().to_string(), "bad node".to_string())
+            })?;
+            self.owner = zone.owner(node);
+            self.rows.clear();
+            self.next_row = 0;
+            for set in zone.sets(node) {
+                let rtype = set.rtype();
+                for rd in Rdatas::new(zone.data(set)) {
+                    let hash = schema::rdata_hash_with(rtype, rd, &mut self.canon);
+                    self.rows.push((u16::from(rtype), hash, set.ttl(), rd));
+                }
+            }
+            // Key order within an owner: type, then RDATA hash (both big-endian in the key).
+            self.rows.sort_unstable_by_key(|r| (r.0, r.1));
+            self.prefix.clear();
+            self.prefix.extend_from_slice(&self.id.to_be_bytes());
+            self.prefix.extend_from_slice(
+                self.okeys
+                    .get(at as usize..at as usize + usize::from(len))
+                    .unwrap_or_default(),
+            );
+            self.prefix.push(0);
+        }
+        let Some(&(rtype, hash, ttl, rdata)) = self.rows.get(self.next_row) else {
+            return Ok(false);
+        };
+        self.next_row += 1;
+        key.clear();
+        key.extend_from_slice(&self.prefix);
+        key.extend_from_slice(&rtype.to_be_bytes());
+        key.extend_from_slice(&hash.to_be_bytes());
+        value.clear();
+        schema::encode_record(
+            value,
+            schema::RecordParts {
+                rtype: RecordType::from(rtype),
+                ttl,
+                owner: self.owner,
+                rdata,
+                meta,
+            },
+        );
+        Ok(true)
+    }
 }
 
 fn set_managed(txn: &WriteTransaction, zone: &Name, managed: Managed) -> Result<(), StoreError> {

@@ -356,7 +356,26 @@ pub struct RecordParts<'a> {
     pub meta: &'a RecordMeta,
 }
 
-/// Appends the value form of a [`StoredRecord`].
+/// Where the timestamps sit in a record's value form (see [`encode_record`]): after the
+/// version, type and TTL, before the source, owner, RDATA and tags.
+const TIMES: std::ops::Range<usize> = 7..23;
+
+/// Whether two encoded records say the same thing: equal but for when they were created
+/// and updated. A re-import leaves such a record as it is.
+pub fn same_record_content(a: &[u8], b: &[u8]) -> bool {
+    a.get(..TIMES.start) == b.get(..TIMES.start) && a.get(TIMES.end..) == b.get(TIMES.end..)
+}
+
+/// Copies the creation time of the encoded record `from` into the encoded record `to` (a
+/// record whose content changed in place keeps its creation time).
+pub fn keep_created(from: &[u8], to: &mut [u8]) {
+    let created = TIMES.start..TIMES.start + 8;
+    if let (Some(src), Some(dst)) = (from.get(created.clone()), to.get_mut(created)) {
+        dst.copy_from_slice(src);
+    }
+}
+
+/// Appends the value form of a [`StoredRecord`]. [`TIMES`] depends on this layout.
 pub fn encode_record(out: &mut Vec<u8>, r: RecordParts<'_>) {
     out.push(RECORD_VERSION);
     out.extend_from_slice(&u16::from(r.rtype).to_be_bytes());
