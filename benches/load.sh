@@ -14,7 +14,8 @@
 #
 # Environment: DURATION (s per run, 8), ROUNDS (3), SERVERS ("knot muninn"), NAMES (100000),
 # BIG_NAMES (1000000), SMALL_NAMES (1000), RELOAD_AT (s of steady load before the reload, 6),
-# RELOAD_AFTER (s of load after the new zone is served, 8), RELOAD_MAX (s, bound on a run, 120),
+# RELOAD_AFTER (s of load after the new zone is served, 20: long enough to see Muninn's
+# background work after a reload, the store update and the zone image write), RELOAD_MAX (s, bound on a run, 120),
 # RELOAD_NULL (s; a control run: no reload is triggered, and "during" is the RELOAD_NULL
 # seconds after RELOAD_AT, so the phases show what the machine alone does to the tail),
 # FOREIGN_MAX (% of one CPU, 10), QUIET_WAIT (s to wait for a quiet machine before each run, 15),
@@ -45,7 +46,7 @@ SERVERS=${SERVERS:-"knot muninn"}
 NAMES=${NAMES:-100000}
 BIG_NAMES=${BIG_NAMES:-1000000}
 SMALL_NAMES=${SMALL_NAMES:-1000}
-RELOAD_AFTER=${RELOAD_AFTER:-8}
+RELOAD_AFTER=${RELOAD_AFTER:-20}
 RELOAD_MAX=${RELOAD_MAX:-120}
 RELOAD_AT=${RELOAD_AT:-6}
 FOREIGN_MAX=${FOREIGN_MAX:-10}
