@@ -18,6 +18,8 @@
 # background work after a reload, the store update and the zone image write), RELOAD_MAX (s, bound on a run, 120),
 # RELOAD_NULL (s; a control run: no reload is triggered, and "during" is the RELOAD_NULL
 # seconds after RELOAD_AT, so the phases show what the machine alone does to the tail),
+# CONTROL (1: after each reload run, once the server has settled, the same phases again with
+# nothing reloaded, and the ratios of the two; 0: skip it),
 # FOREIGN_MAX (% of one CPU, 10), QUIET_WAIT (s to wait for a quiet machine before each run, 15),
 # DNSPERF_ARGS ("-c 8 -q 128"), LOADGEN_ARGS ("-c 8 -w 16"),
 # MUNINN_RUNTIME (extra lines for Muninn's [runtime] table, e.g.
@@ -49,6 +51,7 @@ SMALL_NAMES=${SMALL_NAMES:-1000}
 RELOAD_AFTER=${RELOAD_AFTER:-20}
 RELOAD_MAX=${RELOAD_MAX:-120}
 RELOAD_AT=${RELOAD_AT:-6}
+CONTROL=${CONTROL:-1}
 FOREIGN_MAX=${FOREIGN_MAX:-10}
 QUIET_WAIT=${QUIET_WAIT:-15}
 # 128 queries in flight saturate one server core; much more than ~200 only overflows the
@@ -492,6 +495,50 @@ trigger_reload() {
     esac
 }
 
+# phase_field FILE PHASE FIELD: a field of the generator's `phase=` line for PHASE.
+phase_field() {
+    awk -v ph="$2" -v f="$3" '$1 == "phase=" ph {
+        for (i = 1; i <= NF; i++) { split($i, a, "="); if (a[1] == f) print a[2] } }' "$1"
+}
+
+# control_run NAME RATE RELOAD_OUT: once the server has settled (its background work after
+# the reload done), the same load and phases again with nothing reloaded, "during" as long
+# as the reload's. On a shared VM the worst second of a phase is mostly the machine's doing
+# (steal, host I/O); the control shows how much, in the same conditions.
+control_run() {
+    local s=$1 rate=$2 rout=$3 during_s cout=$W/$1.control.out mpid steal_pid
+    during_s=$(phase_field "$rout" during seconds)
+    [[ -n $during_s ]] || return 0
+    QUIET_WAIT=120 wait_quiet
+    rm -f "$W/reload.mark"
+    steal_sampler "$W/$s.control.steal" "$((RELOAD_AT + during_s + 10))" &
+    steal_pid=$!
+    OWNED_PIDS+=("$steal_pid")
+    NO_QUIET=1 DURATION=$((RELOAD_AT + during_s)) run_gen "$s" loadgen "$W/small-queries.txt" \
+        "$cout" -Q "$rate" -w 4096 --per-second --mark-file "$W/reload.mark" &
+    mpid=$!
+    sleep "$RELOAD_AT"
+    : >"$W/reload.mark"
+    wait "$mpid"
+    kill "$steal_pid" 2>/dev/null || true
+}
+
+# control_report NAME RELOAD_OUT: the control run's phases and its ratios to the reload run.
+control_report() {
+    local s=$1 rout=$2 cout=$W/$1.control.out
+    [[ -s $cout ]] || return 0
+    echo "   control (same load, nothing reloaded, 'during' = the $(phase_field "$cout" during seconds) s after ${RELOAD_AT} s):"
+    phase_summary "$cout" "$W/$s.control.steal"
+    awk -v rw="$(phase_field "$rout" during second_p99_worst_us)" \
+        -v cw="$(phase_field "$cout" during second_p99_worst_us)" \
+        -v rm="$(phase_field "$rout" during second_p99_median_us)" \
+        -v cm="$(phase_field "$cout" during second_p99_median_us)" \
+        -v rp="$(phase_field "$rout" during p99_us)" -v cp="$(phase_field "$cout" during p99_us)" \
+        'BEGIN { if (cw > 0 && cm > 0 && cp > 0)
+            printf "   reload / control, same length: worst second %.1fx (%d / %d us), per-second median %.1fx (%d / %d us), phase p99 %.1fx (%d / %d us)\n",
+                rw / cw, rw, cw, rm / cm, rm, cm, rp / cp, rp, cp }'
+}
+
 mode_reload() {
     log "work directory $W; generating ${BIG_NAMES}-host and ${SMALL_NAMES}-host zones"
     "$here/gen_zone.sh" small.test "$SMALL_NAMES" 1 >"$W/small.test.zone"
@@ -557,6 +604,9 @@ mode_reload() {
         fi
         reload_t=$(awk -v a="$tdone" -v b="$tr" 'BEGIN{printf "%.2f", a - b}')
         hwm=$(rss_kb "${SPID[$s]}" VmHWM)
+        if [[ -z ${RELOAD_NULL:-} && $CONTROL == 1 ]]; then
+            control_run "$s" "$rate" "$out"
+        fi
         stop_server "$s"
 
         echo
@@ -584,6 +634,9 @@ mode_reload() {
             }' "$out"
         # The generator's own summary of each phase (all its queries, and its per-second p99s).
         phase_summary "$out" "$W/$s.steal"
+        if [[ -z ${RELOAD_NULL:-} && $CONTROL == 1 ]]; then
+            control_report "$s" "$out"
+        fi
         if awk -v a="$f0" -v b="$f1" -v c="$stp" -v m="$FOREIGN_MAX" 'BEGIN{exit !(a > m || b > m || c > m)}'; then
             echo "   WARNING: CONTAMINATED run (foreign CPU above ${FOREIGN_MAX}%)"
         fi
