@@ -15,7 +15,8 @@
 # Environment: DURATION (s per run, 8), ROUNDS (3), SERVERS ("knot muninn"), NAMES (100000),
 # BIG_NAMES (1000000), SMALL_NAMES (1000), RELOAD_AT (s of steady load before the reload, 6),
 # RELOAD_AFTER (s of load after the new zone is served, 20: long enough to see Muninn's
-# background work after a reload, the store update and the zone image write), RELOAD_MAX (s, bound on a run, 120),
+# background work after a reload, the store update and the zone image write),
+# RELOAD_MAX (s, bound on a run, 120),
 # RELOAD_NULL (s; a control run: no reload is triggered, and "during" is the RELOAD_NULL
 # seconds after RELOAD_AT, so the phases show what the machine alone does to the tail),
 # CONTROL (1: after each reload run, once the server has settled, the same phases again with
@@ -23,7 +24,8 @@
 # FOREIGN_MAX (% of one CPU, 10), QUIET_WAIT (s to wait for a quiet machine before each run, 15),
 # DNSPERF_ARGS ("-c 8 -q 128"), LOADGEN_ARGS ("-c 8 -w 16"),
 # MUNINN_RUNTIME (extra lines for Muninn's [runtime] table, e.g.
-# "heavy_worker_wait_budget_us = 5000"), MUNINN_BIN / LOADGEN_BIN (skip the cargo build), KEEP=1 (keep the work directory),
+# "heavy_worker_wait_budget_us = 5000"), MUNINN_BIN / LOADGEN_BIN (skip the cargo build),
+# KEEP=1 (keep the work directory),
 # KTHREADS_AWAY (1: move kernel housekeeping threads to the generator's core, see common.sh).
 set -euo pipefail
 
