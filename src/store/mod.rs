@@ -1330,21 +1330,29 @@ fn sync_zone_records(
                     (false, true) => Ordering::Greater,
                     (true, true) => skey.as_slice().cmp(nkey.as_slice()),
                 };
-                if order != Ordering::Greater {
-                    // The stored record is consumed either way.
-                    let old_tags =
-                        order == Ordering::Less || !schema::same_record_content(&sval, &nval);
-                    if old_tags && let Some(old) = StoredRecord::decode(&sval) {
-                        dead_tags.extend(old.meta.tags.iter().map(|t| schema::tag_key(t, &skey)));
-                    }
-                    if order == Ordering::Less {
+                match order {
+                    Ordering::Less => {
+                        // Stored only: removed, with its tag index entries.
+                        dead_tags.extend(tag_keys(&skey, &sval));
                         removes.push(skey.clone());
                         counts.removed += 1;
-                    } else if old_tags {
-                        let mut value = nval.clone();
-                        schema::keep_created(&sval, &mut value);
-                        puts.push((nkey.clone(), value));
-                        counts.changed += 1;
+                    }
+                    Ordering::Equal => {
+                        // Same owner, type and RDATA. Rewritten only when the rest differs
+                        // (TTL, source, tags), keeping its creation time.
+                        if !schema::same_record_content(&sval, &nval) {
+                            dead_tags.extend(tag_keys(&skey, &sval));
+                            let mut value = nval.clone();
+                            schema::keep_created(&sval, &mut value);
+                            puts.push((nkey.clone(), value));
+                            counts.changed += 1;
+                        }
+                        counts.count += 1;
+                    }
+                    Ordering::Greater => {
+                        puts.push((nkey.clone(), nval.clone()));
+                        counts.added += 1;
+                        counts.count += 1;
                     }
                 }
                 // Every key up to this one is dealt with on both sides, including the ones
@@ -1360,11 +1368,6 @@ fn sync_zone_records(
                     have_stored = read_next(&mut stored, &mut skey, &mut sval)?;
                 }
                 if order != Ordering::Less {
-                    if order == Ordering::Greater {
-                        puts.push((nkey.clone(), nval.clone()));
-                        counts.added += 1;
-                    }
-                    counts.count += 1;
                     prev_new.clear();
                     prev_new.extend_from_slice(&nkey);
                     have_new = fresh.next(&mut nkey, &mut nval, meta)?;
@@ -1384,6 +1387,17 @@ fn sync_zone_records(
             return Ok(counts);
         }
     }
+}
+
+/// The tag index keys of the stored record `key` → `value`.
+fn tag_keys(key: &[u8], value: &[u8]) -> Vec<Vec<u8>> {
+    StoredRecord::decode(value).map_or_else(Vec::new, |r| {
+        r.meta
+            .tags
+            .iter()
+            .map(|t| schema::tag_key(t, key))
+            .collect()
+    })
 }
 
 /// Copies the next entry of `range` into `key` and `value`; false at its end.
