@@ -43,8 +43,8 @@
 //! # Source of truth
 //!
 //! A zone is either file-managed (its zone file wins: a changed file replaces the stored
-//! records on start and SIGHUP; an unchanged one is started from the store without being
-//! parsed) or store-managed (changed only through [`Store::apply`]; a configured file only
+//! records on start and SIGHUP, writing only the records that differ; an unchanged one is
+//! started from the store without being parsed) or store-managed (changed only through [`Store::apply`]; a configured file only
 //! seeds a zone that is not in the store yet). See `reload` and the `[zones]` config docs.
 
 pub mod check;
