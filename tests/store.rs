@@ -1000,17 +1000,14 @@ fn reimport_writes_only_the_differences_and_ends_equal_to_a_fresh_import() {
             },
         )
         .unwrap();
-    let before: std::collections::HashMap<Vec<u8>, (u64, u64)> = store
+    // Owner, type and RDATA: what identifies a record across the two imports.
+    let identity =
+        |r: &muninn::store::StoredRecord| (r.owner.clone(), u16::from(r.rtype), r.rdata.clone());
+    let before: std::collections::HashMap<_, (u64, u64)> = store
         .records(&name(origin))
         .unwrap()
-        .into_iter()
-        .map(|r| {
-            (
-                (r.owner.clone(), r.rtype, r.rdata.clone()),
-                (r.meta.created, r.meta.updated),
-            )
-        })
-        .map(|((o, t, d), times)| ([o, u16::from(t).to_be_bytes().to_vec(), d].concat(), times))
+        .iter()
+        .map(|r| (identity(r), (r.meta.created, r.meta.updated)))
         .collect();
     // Timestamps are in seconds: let the clock move on so that rewritten records show it.
     let now = std::time::SystemTime::now()
@@ -1043,12 +1040,7 @@ fn reimport_writes_only_the_differences_and_ends_equal_to_a_fresh_import() {
     // Records that did not change kept their times; changed and new ones are newer.
     let (mut kept, mut rewritten) = (0, 0);
     for r in store.records(&name(origin)).unwrap() {
-        let key = [
-            r.owner.clone(),
-            u16::from(r.rtype).to_be_bytes().to_vec(),
-            r.rdata.clone(),
-        ]
-        .concat();
+        let key = identity(&r);
         let owner = name_from(&r.owner);
         let host: Option<usize> = owner
             .strip_prefix('h')
